@@ -1,0 +1,108 @@
+/* app: the domain layer's shared state and the HTTP API glue (floor 4). One keng_app per kengd,
+ * owned by main.c, used on the loop thread only. Handlers (api_*.c) receive a keng_call that
+ * lives until the request is answered.
+ *
+ * Handler contract: a handler answers exactly once, now or later, with keng_http_respond*().
+ * It may keep per-request state in call->state (freed by call->state_free when the request ends). */
+#ifndef KENG_APP_H
+#define KENG_APP_H
+
+#include <cjson/cJSON.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "keng/alert_fields.h"
+#include "keng/auth.h"
+#include "keng/config.h"
+#include "keng/http.h"
+#include "keng/router.h"
+#include "keng/store.h"
+#include "keng/template.h"
+
+struct keng_fanout;
+struct keng_sse;
+
+#define KENG_METRIC_SLOTS 256
+
+typedef struct keng_app {
+    uv_loop_t *loop;
+    keng_config *cfg;
+    keng_store *store;
+    keng_http_server *http;
+    struct keng_fanout *fanout;
+    keng_tplset *templates;
+    unsigned char secret[32];
+    keng_alert_limits alert_limits;
+    char media_dir[4096];
+    int64_t started_at;
+    struct {
+        const char *label;
+        int status;
+        uint64_t count;
+        uint64_t us_sum;
+    } metrics[KENG_METRIC_SLOTS];
+    int nmetrics;
+    struct keng_sse *sse; /* live event subscribers (api_alerts.c) */
+    uv_timer_t cron;      /* relay timeouts, expiry (api_alerts.c) */
+} keng_app;
+
+typedef struct keng_call keng_call;
+typedef void (*keng_api_fn)(keng_call *c);
+
+typedef struct keng_api_route {
+    keng_api_fn fn;
+    unsigned roles;  /* allowed roles; 0 = no authentication (public) */
+    size_t max_body; /* 0 = the JSON default */
+    /* optional: called when headers are complete, before the body (e.g. to set a stream) */
+    keng_api_fn on_headers;
+} keng_api_route;
+
+struct keng_call {
+    keng_app *app;
+    keng_http_req *req;
+    keng_principal who;
+    keng_route_match m;
+    const keng_api_route *route;
+    void *state;
+    void (*state_free)(void *);
+};
+
+/* Wires the HTTP server callbacks to the route table. */
+void keng_api_http_config(keng_app *app, keng_http_config *hc);
+/* Parses the request body as a JSON object (UTF-8 checked, depth bounded). On error it has
+ * already answered 400/415 and returns NULL. The caller owns the result. */
+cJSON *keng_api_json_body(keng_call *c);
+/* 400 with code "invalid_field" naming the field. */
+void keng_api_field_error(keng_call *c, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Reads limit/offset query parameters (defaults 50/0, limit ≤ 1000). -1 after answering 400. */
+int keng_api_paging(keng_call *c, int *limit, int *offset);
+/* Prometheus text for /metrics. */
+int keng_api_metrics(keng_app *app, keng_buf *out);
+
+void keng_api_observe(keng_app *app, keng_http_server *s);
+
+/* Body limit selectors for keng_api_route.max_body (else a byte count; 0 = JSON default). */
+#define KENG_BODY_CSV 1
+#define KENG_BODY_IMAGE 2
+
+/* The fan-out engine and the periodic work, wired to the app (app_fanout.c, app_cron.c). */
+int keng_app_start_fanout(keng_app *app);
+void keng_app_stop_fanout(keng_app *app, int grace_ms, void (*done)(void *), void *ud);
+void keng_app_free_fanout(keng_app *app);
+void keng_app_start_cron(keng_app *app);
+void keng_app_stop_cron(keng_app *app);
+
+/* Handlers, by resource file. */
+void keng_api_groups_list(keng_call *c);
+void keng_api_groups_create(keng_call *c);
+void keng_api_groups_get(keng_call *c);
+void keng_api_groups_put(keng_call *c);
+void keng_api_groups_delete(keng_call *c);
+void keng_api_groups_import_csv(keng_call *c);
+void keng_api_members_list(keng_call *c);
+void keng_api_members_create(keng_call *c);
+void keng_api_members_get(keng_call *c);
+void keng_api_members_put(keng_call *c);
+
+#endif

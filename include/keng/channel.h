@@ -1,0 +1,108 @@
+/* channel: what a delivery channel is to the fan-out engine — a small table of functions that
+ * builds one request (a curl easy handle, or a line for the file channel) from a message row, a
+ * delivery row and a link, and judges the response (delivered / retry, maybe after N seconds /
+ * dead, with the reason). One file per channel (src/channel_*.c); none of them touches the loop,
+ * the store or the multi handle: the engine (fanout.c) owns those. Loop thread only.
+ *
+ * Ownership: everything a channel attaches to a keng_channel_req (body, headers, mime) lives in
+ * the req and is released by keng_channel_req_clear, called by the engine after each transfer. */
+#ifndef KENG_CHANNEL_H
+#define KENG_CHANNEL_H
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+#include <stdint.h>
+
+#include "keng/buf.h"
+
+typedef struct keng_fanout_config keng_fanout_config;
+
+/* A message row (messages table), loaded once and shared by all deliveries pointing at it.
+ * webhook_head caches the part of the webhook body that is the same for every recipient. */
+typedef struct keng_channel_msg {
+    int64_t id;
+    char *alert_id, *event, *lang, *channel, *text, *subject, *html, *alert_json, *photos;
+    char *note;       /* NULL when none */
+    char *first_photo; /* first URL of photos, NULL when none */
+    keng_buf webhook_head; /* {"event":…,"alert":…,"text":…,"photos":[…] (no closing brace) */
+    int refs;
+} keng_channel_msg;
+
+/* One delivery being attempted. The engine fills the inputs; the channel the outputs. */
+typedef struct keng_channel_req {
+    /* inputs (borrowed) */
+    const keng_fanout_config *cfg;
+    const keng_channel_msg *msg;
+    int64_t delivery_id;
+    const char *alert_id, *recipient, *idem_key;
+    char link_kind;       /* 'r', 'l' or 0 */
+    const char *link_url; /* "" when none */
+    cJSON *address;       /* the contact object */
+    int64_t now;          /* unix seconds */
+    CURL *easy;           /* reset, with timeouts/private/write callback already set */
+    /* built by the channel, released by keng_channel_req_clear */
+    keng_buf body;
+    struct curl_slist *headers;
+    struct curl_slist *rcpt;
+    curl_mime *mime;
+} keng_channel_req;
+
+enum keng_channel_verdict { KENG_CH_DELIVERED, KENG_CH_RETRY, KENG_CH_DEAD };
+
+/* The judgement of one response. */
+typedef struct keng_channel_result {
+    enum keng_channel_verdict verdict;
+    long retry_after_s; /* RETRY: at least this many seconds; -1 = use the backoff */
+    int code;           /* HTTP or SMTP status, 0 for none */
+    char error[256];    /* "" when delivered */
+} keng_channel_result;
+
+/* The transfer as the engine saw it, handed to judge(). */
+typedef struct keng_channel_response {
+    CURLcode cc;
+    long status;          /* CURLINFO_RESPONSE_CODE */
+    long retry_after_s;   /* CURLINFO_RETRY_AFTER, -1 when absent */
+    const char *body;     /* "" when empty; cut at the configured cap */
+    size_t body_len;
+    int truncated;        /* the response was bigger than the cap */
+    const char *curl_error; /* CURLOPT_ERRORBUFFER text */
+} keng_channel_response;
+
+typedef struct keng_channel_ops {
+    const char *type; /* the `type` of a contact object and the deliveries.channel value */
+    /* 1 when the config names what this channel needs (base URL and token, SMTP server …). */
+    int (*configured)(const keng_fanout_config *cfg);
+    /* Sets URL, method, headers and body on req->easy. 0 or a negative errno (then: dead, with
+     * err filled). NULL for the file channel. */
+    int (*prepare)(keng_channel_req *req, char *err, size_t errlen);
+    /* Judges a finished transfer. NULL for the file channel. */
+    void (*judge)(const keng_channel_req *req, const keng_channel_response *resp,
+                  keng_channel_result *res);
+    /* The file channel instead appends one line (JSON + '\n') to out. */
+    int (*line)(const keng_channel_req *req, keng_buf *out);
+} keng_channel_ops;
+
+extern const keng_channel_ops keng_channel_webhook;
+extern const keng_channel_ops keng_channel_zalo;
+extern const keng_channel_ops keng_channel_telegram;
+extern const keng_channel_ops keng_channel_email;
+extern const keng_channel_ops keng_channel_file;
+
+/* The channel for a type name, NULL when unknown. */
+const keng_channel_ops *keng_channel_find(const char *type);
+
+/* Releases what a channel attached to req (body, header and recipient lists, mime). */
+void keng_channel_req_clear(keng_channel_req *req);
+
+/* Shared helpers for channels. */
+/* Appends s as a JSON string literal (quotes, escapes) to b. */
+int keng_channel_json_str(keng_buf *b, const char *s);
+/* The generic HTTP judgement: 2xx delivered; 408, 429, 5xx, network errors and timeouts retry
+ * (Retry-After honoured); an over-size response is a failed attempt (retry); other 4xx dead. */
+void keng_channel_judge_http(const keng_channel_response *resp, keng_channel_result *res);
+/* The text plus the link on its own line (reply or relay URL), into out. */
+int keng_channel_text_with_link(const keng_channel_req *req, keng_buf *out);
+/* Copies at most max_chars UTF-8 characters of s into out, ending with "…" when cut. */
+int keng_channel_utf8_cut(const char *s, size_t max_chars, keng_buf *out);
+
+#endif

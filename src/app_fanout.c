@@ -1,0 +1,72 @@
+/* The fan-out engine wired to the app: configuration from keng_config, reply/relay links from
+ * derived tokens, progress to live subscribers. */
+#include "keng/app.h"
+#include "keng/fanout.h"
+#include "keng/log.h"
+#include "keng/outbox.h"
+
+#include <errno.h>
+#include <string.h>
+
+void keng_api_alert_changed(keng_app *app, const char *alert_id);
+
+static int link_url(void *ud, char kind, const char *alert_id, const char *recipient,
+                    keng_buf *out)
+{
+    keng_app *app = ud;
+    char tok[KENG_TOKEN_LEN + 1];
+    keng_auth_link_token(app->secret, kind, alert_id, recipient, tok);
+    return keng_buf_printf(out, "%s/%c/%s", app->cfg->public_url, kind, tok);
+}
+
+static void on_change(void *ud, const char *alert_id)
+{
+    keng_api_alert_changed(ud, alert_id);
+}
+
+int keng_app_start_fanout(keng_app *app)
+{
+    const keng_config *c = app->cfg;
+    int rc = keng_outbox_recover(app->store);
+    if (rc < 0) return rc;
+    if (rc > 0) keng_info("fanout: %d deliveries were in flight at the last stop; sending again", rc);
+    keng_fanout_config fc;
+    memset(&fc, 0, sizeof fc);
+    fc.data_dir = c->data_dir;
+    fc.zalo_base_url = c->zalo_base_url;
+    fc.zalo_access_token = c->zalo_access_token;
+    fc.telegram_base_url = c->telegram_base_url;
+    fc.telegram_bot_token = c->telegram_bot_token;
+    fc.smtp_url = c->smtp_url;
+    fc.smtp_from = c->smtp_from;
+    fc.smtp_user = c->smtp_user;
+    fc.smtp_password = c->smtp_password;
+    fc.max_inflight = c->fanout_max_inflight;
+    fc.max_per_host = c->fanout_max_per_host;
+    fc.timeout_ms = c->fanout_timeout_ms;
+    fc.max_attempts = c->fanout_max_attempts;
+    fc.backoff_base_ms = c->fanout_backoff_base_ms;
+    fc.link_url = link_url;
+    fc.on_change = on_change;
+    fc.ud = app;
+    rc = keng_fanout_new(app->loop, app->store, &fc, &app->fanout);
+    if (rc) return rc;
+    keng_fanout_kick(app->fanout);
+    return 0;
+}
+
+void keng_app_stop_fanout(keng_app *app, int grace_ms, void (*done)(void *), void *ud)
+{
+    keng_fanout_stop(app->fanout, grace_ms, done, ud);
+}
+
+void keng_app_free_fanout(keng_app *app)
+{
+    keng_fanout_free(app->fanout);
+    app->fanout = NULL;
+}
+
+int keng_api_fanout_metrics(keng_app *app, keng_buf *out)
+{
+    return app->fanout ? keng_fanout_metrics(app->fanout, out) : 0;
+}

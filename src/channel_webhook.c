@@ -1,0 +1,91 @@
+/* channel webhook: a signed JSON POST to the contact's url (DESIGN.md §7). The body is the
+ * message's shared head plus the recipient's link; the signature covers "t.body" so a receiver
+ * can refuse replays older than it likes. */
+#include "keng/auth.h"
+#include "keng/channel.h"
+#include "keng/fanout.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+static int webhook_configured(const keng_fanout_config *cfg)
+{
+    (void)cfg; /* the contact carries url and secret */
+    return 1;
+}
+
+static int webhook_prepare(keng_channel_req *req, char *err, size_t errlen)
+{
+    const char *url = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(req->address, "url"));
+    const char *secret =
+        cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(req->address, "secret"));
+    if (!url || (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)) {
+        snprintf(err, errlen, "webhook contact has no http(s) url");
+        return -EINVAL;
+    }
+    keng_buf *b = &req->body;
+    const keng_buf *head = &req->msg->webhook_head;
+    int rc = keng_buf_append(b, head->data, head->len);
+    if (rc == 0 && req->link_url[0]) {
+        rc = keng_buf_puts(b, req->link_kind == 'l' ? ",\"relay_url\":" : ",\"reply_url\":");
+        if (rc == 0) rc = keng_channel_json_str(b, req->link_url);
+    }
+    if (rc == 0) rc = keng_buf_puts(b, "}");
+    if (rc) {
+        snprintf(err, errlen, "webhook body too large");
+        return rc;
+    }
+    char line[512];
+    struct curl_slist *h = NULL, *t;
+#define ADD_HEADER(s)                                                                              \
+    do {                                                                                           \
+        if (!(t = curl_slist_append(h, (s)))) goto nomem;                                          \
+        h = t;                                                                                     \
+    } while (0)
+    ADD_HEADER("Content-Type: application/json");
+    ADD_HEADER("Expect:"); /* no 100-continue round trip */
+    snprintf(line, sizeof line, "Idempotency-Key: %s", req->idem_key);
+    ADD_HEADER(line);
+    if (secret) {
+        char ts[24], mac[65];
+        int tn = snprintf(ts, sizeof ts, "%lld.", (long long)req->now);
+        keng_buf signed_text;
+        keng_buf_init(&signed_text, 0);
+        if (keng_buf_append(&signed_text, ts, (size_t)tn) ||
+            keng_buf_append(&signed_text, b->data, b->len)) {
+            keng_buf_free(&signed_text);
+            goto nomem;
+        }
+        keng_hmac_sha256_hex(secret, strlen(secret), signed_text.data, signed_text.len, mac);
+        keng_buf_free(&signed_text);
+        snprintf(line, sizeof line, "Keng-Signature: t=%lld,v1=%s", (long long)req->now, mac);
+        ADD_HEADER(line);
+    }
+#undef ADD_HEADER
+    req->headers = h;
+    CURL *e = req->easy;
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, b->data);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)b->len);
+    return 0;
+nomem:
+    curl_slist_free_all(h);
+    snprintf(err, errlen, "out of memory");
+    return -ENOMEM;
+}
+
+static void webhook_judge(const keng_channel_req *req, const keng_channel_response *resp,
+                          keng_channel_result *res)
+{
+    (void)req;
+    keng_channel_judge_http(resp, res);
+}
+
+const keng_channel_ops keng_channel_webhook = {
+    .type = "webhook",
+    .configured = webhook_configured,
+    .prepare = webhook_prepare,
+    .judge = webhook_judge,
+};

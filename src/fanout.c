@@ -1,0 +1,1213 @@
+#include "keng/fanout.h"
+
+#include "keng/channel.h"
+#include "keng/log.h"
+#include "keng/outbox.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define FO_CLAIM_CHUNK 512   /* rows per claim statement */
+#define FO_FLUSH_ROWS 1000   /* results per write transaction, at most */
+#define FO_FLUSH_MS 20       /* results wait at most this long before they are written */
+#define FO_MSG_CACHE 1024    /* message rows kept in memory */
+#define FO_FILE_MAX (4u << 20) /* bytes of file-channel lines waiting for one write */
+
+typedef struct fo_sock {
+    uv_poll_t poll;
+    curl_socket_t fd;
+    keng_fanout *f;
+    struct fo_sock *prev, *next;
+} fo_sock;
+
+typedef struct fo_job {
+    keng_fanout *f;
+    struct fo_job *next, *prev; /* queue, active list, file batch or free list */
+    CURL *easy;                 /* kept with the job across reuse */
+    const keng_channel_ops *ops;
+    keng_channel_msg *msg;
+    keng_channel_req req;
+    int64_t id, created_at;
+    char *alert_id, *recipient, *idem_key, *channel;
+    int attempts;
+    char link_kind;
+    keng_buf link, resp;
+    int truncated;
+    uint64_t t0; /* uv_now when the attempt started */
+    char errbuf[CURL_ERROR_SIZE];
+} fo_job;
+
+typedef struct fo_result {
+    keng_outbox_result r;
+    char *error, *alert_id;
+    int fallback;
+} fo_result;
+
+struct keng_fanout {
+    uv_loop_t *loop;
+    keng_store *st;
+    keng_fanout_config cfg;
+    char *strs[9]; /* owned copies of cfg strings */
+    CURLM *multi;
+    uv_timer_t curl_timer, pump_timer, retry_timer, grace_timer;
+    uint64_t pump_due; /* uv_now when pump_timer fires; 0 = not armed */
+    fo_sock *socks;
+    fo_job *q_head, *q_tail, *active, *free_jobs;
+    int queued, inflight, njobs;
+    fo_result *res;
+    int nres, res_cap;
+    uint64_t res_oldest;
+    keng_channel_msg **msgs;
+    int nmsgs;
+    uint64_t rng;
+    /* file channel: lines gather in fpend while one write of fwrite is in flight */
+    uv_file fd;
+    uv_fs_t freq;
+    int fs_busy;
+    char *fpath;
+    keng_buf fpend, fwrite;
+    size_t fwrite_off;
+    fo_job *fpend_jobs, *fwrite_jobs;
+    /* shutdown */
+    int dry; /* the last claim found fewer due rows than it asked for */
+    int stopping, stopped, closing;
+    void (*done)(void *ud);
+    void *done_ud;
+    keng_fanout_stats stats;
+    uint64_t t_new;
+};
+
+static void pump(keng_fanout *f);
+static void fill(keng_fanout *f);
+static void check_stop(keng_fanout *f);
+static void file_kick(keng_fanout *f);
+
+/* ---- small helpers ---------------------------------------------------------------------- */
+
+static int64_t wall_now(void)
+{
+    return (int64_t)time(NULL);
+}
+
+static uint64_t rng_next(keng_fanout *f)
+{
+    uint64_t x = f->rng; /* xorshift64*: jitter needs spread, not secrecy */
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    f->rng = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+static void schedule_pump(keng_fanout *f, uint64_t delay_ms);
+
+static void on_pump_timer(uv_timer_t *t)
+{
+    keng_fanout *f = t->data;
+    f->pump_due = 0;
+    pump(f);
+}
+
+static void schedule_pump(keng_fanout *f, uint64_t delay_ms)
+{
+    if (f->stopped) return;
+    uint64_t due = uv_now(f->loop) + delay_ms;
+    if (f->pump_due && f->pump_due <= due) return;
+    f->pump_due = due;
+    uv_timer_start(&f->pump_timer, on_pump_timer, delay_ms, 0);
+}
+
+/* ---- channel helpers shared by channel_*.c ---------------------------------------------- */
+
+const keng_channel_ops *keng_channel_find(const char *type)
+{
+    static const keng_channel_ops *const all[] = {&keng_channel_webhook, &keng_channel_zalo,
+                                                  &keng_channel_telegram, &keng_channel_email,
+                                                  &keng_channel_file};
+    for (size_t i = 0; type && i < sizeof all / sizeof all[0]; i++)
+        if (strcmp(all[i]->type, type) == 0) return all[i];
+    return NULL;
+}
+
+void keng_channel_req_clear(keng_channel_req *req)
+{
+    keng_buf_reset(&req->body);
+    curl_slist_free_all(req->headers);
+    curl_slist_free_all(req->rcpt);
+    curl_mime_free(req->mime);
+    req->headers = req->rcpt = NULL;
+    req->mime = NULL;
+}
+
+int keng_channel_json_str(keng_buf *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    int rc = keng_buf_append(b, "\"", 1);
+    const char *run = s;
+    for (const char *p = s; rc == 0 && *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        if (p > run) rc = keng_buf_append(b, run, (size_t)(p - run));
+        char esc[6] = {'\\', 0};
+        size_t n = 2;
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        default:
+            esc[1] = 'u', esc[2] = '0', esc[3] = '0', esc[4] = hex[c >> 4], esc[5] = hex[c & 15];
+            n = 6;
+        }
+        if (rc == 0) rc = keng_buf_append(b, esc, n);
+        run = p + 1;
+    }
+    if (rc == 0 && *run) rc = keng_buf_puts(b, run);
+    if (rc == 0) rc = keng_buf_append(b, "\"", 1);
+    return rc;
+}
+
+void keng_channel_judge_http(const keng_channel_response *resp, keng_channel_result *res)
+{
+    res->code = (int)resp->status;
+    res->retry_after_s = -1;
+    res->error[0] = '\0';
+    if (resp->truncated) {
+        res->verdict = KENG_CH_RETRY;
+        snprintf(res->error, sizeof res->error, "response too large (status %ld)", resp->status);
+        return;
+    }
+    if (resp->cc != CURLE_OK) {
+        res->verdict = KENG_CH_RETRY;
+        snprintf(res->error, sizeof res->error, "%s",
+                 resp->curl_error && *resp->curl_error ? resp->curl_error
+                                                        : curl_easy_strerror(resp->cc));
+        return;
+    }
+    long s = resp->status;
+    if (s >= 200 && s < 300) {
+        res->verdict = KENG_CH_DELIVERED;
+        return;
+    }
+    res->verdict = (s == 408 || s == 429 || s >= 500) ? KENG_CH_RETRY : KENG_CH_DEAD;
+    if (res->verdict == KENG_CH_RETRY) res->retry_after_s = resp->retry_after_s;
+    /* The first line of the body says more than the status alone (it is the peer's words). */
+    size_t n = 0;
+    while (n < resp->body_len && n < 160 && resp->body[n] != '\n' && resp->body[n] != '\r') n++;
+    snprintf(res->error, sizeof res->error, "HTTP %ld%s%.*s", s, n ? ": " : "", (int)n,
+             resp->body);
+}
+
+int keng_channel_text_with_link(const keng_channel_req *req, keng_buf *out)
+{
+    int rc = keng_buf_puts(out, req->msg->text);
+    if (rc == 0 && req->msg->note && *req->msg->note)
+        rc = keng_buf_printf(out, "\n\n%s", req->msg->note);
+    if (rc == 0 && req->link_url && *req->link_url)
+        rc = keng_buf_printf(out, "\n\n%s", req->link_url);
+    return rc;
+}
+
+int keng_channel_utf8_cut(const char *s, size_t max_chars, keng_buf *out)
+{
+    size_t chars = 0, i = 0, cut = 0;
+    if (max_chars == 0) return 0;
+    while (s[i]) {
+        if (((unsigned char)s[i] & 0xC0) != 0x80) {
+            if (chars == max_chars - 1) cut = i; /* room for the ellipsis */
+            if (chars == max_chars) {
+                int rc = keng_buf_append(out, s, cut);
+                return rc ? rc : keng_buf_puts(out, "…");
+            }
+            chars++;
+        }
+        i++;
+    }
+    return keng_buf_append(out, s, i);
+}
+
+/* ---- message cache ---------------------------------------------------------------------- */
+
+static void msg_free(keng_channel_msg *m)
+{
+    if (!m) return;
+    free(m->alert_id), free(m->event), free(m->lang), free(m->channel), free(m->text);
+    free(m->subject), free(m->html), free(m->alert_json), free(m->photos), free(m->note);
+    free(m->first_photo);
+    keng_buf_free(&m->webhook_head);
+    free(m);
+}
+
+static char *dup_col(sqlite3_stmt *s, int col)
+{
+    return strdup(keng_store_text(s, col));
+}
+
+/* The part of a webhook body shared by every recipient of a message, built once. */
+static int msg_build_head(keng_channel_msg *m)
+{
+    keng_buf *b = &m->webhook_head;
+    cJSON *alert = cJSON_Parse(m->alert_json);
+    cJSON *photos = cJSON_Parse(m->photos);
+    int rc = keng_buf_puts(b, "{\"event\":");
+    if (rc == 0) rc = keng_channel_json_str(b, m->event);
+    if (rc == 0) rc = keng_buf_puts(b, ",\"alert\":");
+    if (rc == 0) rc = keng_buf_puts(b, cJSON_IsObject(alert) ? m->alert_json : "null");
+    if (rc == 0) rc = keng_buf_puts(b, ",\"text\":");
+    if (rc == 0) rc = keng_channel_json_str(b, m->text);
+    if (rc == 0) rc = keng_buf_puts(b, ",\"photos\":[");
+    int i = 0;
+    cJSON *p, *list = cJSON_IsArray(photos) ? photos : NULL;
+    cJSON_ArrayForEach(p, list)
+    {
+        if (!cJSON_IsString(p) || rc) continue;
+        if (i++ && (rc = keng_buf_puts(b, ","))) break;
+        if ((rc = keng_channel_json_str(b, p->valuestring))) break;
+        if (!m->first_photo && !(m->first_photo = strdup(p->valuestring))) rc = -ENOMEM;
+    }
+    if (rc == 0) rc = keng_buf_puts(b, "]");
+    if (rc == 0 && m->note) {
+        rc = keng_buf_puts(b, ",\"note\":");
+        if (rc == 0) rc = keng_channel_json_str(b, m->note);
+    }
+    cJSON_Delete(alert);
+    cJSON_Delete(photos);
+    return rc;
+}
+
+static keng_channel_msg *msg_get(keng_fanout *f, int64_t id)
+{
+    for (int i = f->nmsgs - 1; i >= 0; i--)
+        if (f->msgs[i]->id == id) return f->msgs[i];
+    if (f->nmsgs == FO_MSG_CACHE) { /* keep the ones still in use */
+        int k = 0;
+        for (int i = 0; i < f->nmsgs; i++) {
+            if (f->msgs[i]->refs)
+                f->msgs[k++] = f->msgs[i];
+            else
+                msg_free(f->msgs[i]);
+        }
+        f->nmsgs = k;
+        if (k == FO_MSG_CACHE) return NULL;
+    }
+    sqlite3_stmt *s = keng_store_stmt(
+        f->st, "SELECT id, alert_id, event, lang, channel, text, subject, html, alert_json, photos,"
+               " note FROM messages WHERE id = ?1");
+    if (!s) return NULL;
+    sqlite3_bind_int64(s, 1, id);
+    keng_channel_msg *m = NULL;
+    if (sqlite3_step(s) == SQLITE_ROW && (m = calloc(1, sizeof *m))) {
+        m->id = id;
+        m->alert_id = dup_col(s, 1), m->event = dup_col(s, 2), m->lang = dup_col(s, 3);
+        m->channel = dup_col(s, 4), m->text = dup_col(s, 5), m->subject = dup_col(s, 6);
+        m->html = dup_col(s, 7), m->alert_json = dup_col(s, 8), m->photos = dup_col(s, 9);
+        if (sqlite3_column_type(s, 10) != SQLITE_NULL) m->note = dup_col(s, 10);
+        keng_buf_init(&m->webhook_head, 0);
+        if (!m->alert_id || !m->event || !m->lang || !m->channel || !m->text || !m->subject ||
+            !m->html || !m->alert_json || !m->photos ||
+            (sqlite3_column_type(s, 10) != SQLITE_NULL && !m->note) || msg_build_head(m)) {
+            msg_free(m);
+            m = NULL;
+        }
+    }
+    sqlite3_reset(s);
+    if (m) f->msgs[f->nmsgs++] = m;
+    return m;
+}
+
+/* ---- results ---------------------------------------------------------------------------- */
+
+static int push_result(keng_fanout *f, fo_job *j, enum keng_outbox_status status, int attempts,
+                       int64_t next_at, int code, const char *error, int64_t latency_ms)
+{
+    if (f->nres == f->res_cap) {
+        int cap = f->res_cap ? f->res_cap * 2 : 256;
+        fo_result *r = realloc(f->res, (size_t)cap * sizeof *r);
+        if (!r) return -ENOMEM; /* the row stays 'inflight' until the next start recovers it */
+        f->res = r;
+        f->res_cap = cap;
+    }
+    fo_result *r = &f->res[f->nres];
+    memset(r, 0, sizeof *r);
+    r->r.id = j->id;
+    r->r.status = status;
+    r->r.attempts = attempts;
+    r->r.next_at = next_at;
+    r->r.last_code = code;
+    r->r.latency_ms = latency_ms;
+    r->alert_id = strdup(j->alert_id);
+    if (error && !(r->error = strdup(error))) r->error = NULL;
+    r->r.error = r->error;
+    if (status == KENG_OUTBOX_DELIVERED) r->r.delivered_at = wall_now();
+    r->fallback = status == KENG_OUTBOX_DEAD;
+    if (!r->alert_id) {
+        free(r->error);
+        return -ENOMEM;
+    }
+    if (status == KENG_OUTBOX_PENDING && !f->stopping) f->dry = 0; /* a retry may be due now */
+    if (f->nres++ == 0) f->res_oldest = uv_now(f->loop);
+    return 0;
+}
+
+/* Writes the gathered results (and the fallbacks of dead ones) and claims due rows, all in one
+ * transaction; then tells the app which alerts changed. */
+static int flush_and_claim(keng_fanout *f, int want);
+
+static void notify(keng_fanout *f, fo_result *res, int n)
+{
+    if (!f->cfg.on_change) return;
+    const char *seen[16];
+    int nseen = 0;
+    for (int i = 0; i < n; i++) {
+        int dup = 0;
+        for (int k = 0; k < nseen && !dup; k++) dup = strcmp(seen[k], res[i].alert_id) == 0;
+        if (dup) continue;
+        if (nseen < 16) seen[nseen++] = res[i].alert_id;
+        f->cfg.on_change(f->cfg.ud, res[i].alert_id);
+    }
+}
+
+/* ---- jobs ------------------------------------------------------------------------------- */
+
+static void job_release(keng_fanout *f, fo_job *j)
+{
+    keng_channel_req_clear(&j->req);
+    cJSON_Delete(j->req.address);
+    j->req.address = NULL;
+    free(j->alert_id), free(j->recipient), free(j->idem_key), free(j->channel);
+    j->alert_id = j->recipient = j->idem_key = j->channel = NULL;
+    if (j->msg) j->msg->refs--;
+    j->msg = NULL;
+    keng_buf_reset(&j->link);
+    keng_buf_reset(&j->resp);
+    j->truncated = 0;
+    j->next = f->free_jobs;
+    j->prev = NULL;
+    f->free_jobs = j;
+}
+
+static fo_job *job_alloc(keng_fanout *f)
+{
+    fo_job *j = f->free_jobs;
+    if (j) {
+        f->free_jobs = j->next;
+        j->next = NULL;
+        return j;
+    }
+    j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    j->f = f;
+    keng_buf_init(&j->link, 4096);
+    keng_buf_init(&j->resp, f->cfg.max_response);
+    keng_buf_init(&j->req.body, 1u << 20);
+    f->njobs++;
+    return j;
+}
+
+static void on_claim(void *ud, const keng_outbox_row *row)
+{
+    keng_fanout *f = ud;
+    fo_job *j = job_alloc(f);
+    if (!j) {
+        keng_error("fanout: out of memory; delivery %" PRId64 " waits for a restart", row->id);
+        return;
+    }
+    j->id = row->id;
+    j->created_at = row->created_at;
+    j->attempts = row->attempts;
+    j->link_kind = row->link_kind;
+    j->alert_id = strdup(row->alert_id);
+    j->recipient = strdup(row->recipient);
+    j->idem_key = strdup(row->idem_key);
+    j->channel = strdup(row->channel);
+    j->req.address = cJSON_Parse(row->address);
+    j->msg = msg_get(f, row->message_id);
+    if (j->msg) j->msg->refs++;
+    j->next = NULL;
+    if (f->q_tail)
+        f->q_tail->next = j;
+    else
+        f->q_head = j;
+    f->q_tail = j;
+    f->queued++;
+}
+
+static void retry_or_dead(keng_fanout *f, fo_job *j, int code, long retry_after_s,
+                          const char *error, int64_t latency_ms)
+{
+    int attempts = j->attempts + 1;
+    if (attempts >= f->cfg.max_attempts) {
+        char msg[320];
+        snprintf(msg, sizeof msg, "gave up after %d attempts: %s", attempts, error);
+        f->stats.dead++;
+        push_result(f, j, KENG_OUTBOX_DEAD, attempts, 0, code, msg, latency_ms);
+        return;
+    }
+    int64_t delay_s;
+    int64_t max_s = f->cfg.backoff_max_ms / 1000;
+    if (retry_after_s >= 0) {
+        delay_s = retry_after_s < max_s ? retry_after_s : max_s;
+    } else {
+        /* Full jitter: uniform in [0, min(max, base * 2^(attempts-1))]. */
+        uint64_t cap = (uint64_t)f->cfg.backoff_base_ms;
+        for (int i = 1; i < attempts && cap < (uint64_t)f->cfg.backoff_max_ms; i++) cap *= 2;
+        if (cap > (uint64_t)f->cfg.backoff_max_ms) cap = (uint64_t)f->cfg.backoff_max_ms;
+        uint64_t ms = rng_next(f) % (cap + 1);
+        delay_s = (int64_t)((ms + 999) / 1000);
+    }
+    f->stats.retried++;
+    push_result(f, j, KENG_OUTBOX_PENDING, attempts, wall_now() + delay_s, code, error,
+                latency_ms);
+}
+
+static void finish(keng_fanout *f, fo_job *j, const keng_channel_result *res)
+{
+    int64_t latency = (int64_t)(uv_now(f->loop) - j->t0);
+    switch (res->verdict) {
+    case KENG_CH_DELIVERED:
+        if (!f->stats.first_delivery_ms) f->stats.first_delivery_ms = uv_now(f->loop) - f->t_new;
+        f->stats.delivered++;
+        push_result(f, j, KENG_OUTBOX_DELIVERED, j->attempts + 1, 0, res->code, NULL, latency);
+        break;
+    case KENG_CH_RETRY:
+        retry_or_dead(f, j, res->code, res->retry_after_s, res->error, latency);
+        break;
+    case KENG_CH_DEAD:
+        f->stats.dead++;
+        push_result(f, j, KENG_OUTBOX_DEAD, j->attempts + 1, 0, res->code, res->error, latency);
+        break;
+    }
+}
+
+/* Dead without an attempt (unconfigured channel, unknown type, bad row). */
+static void fail_now(keng_fanout *f, fo_job *j, const char *error)
+{
+    keng_channel_result r = {.verdict = KENG_CH_DEAD, .retry_after_s = -1};
+    snprintf(r.error, sizeof r.error, "%s", error);
+    j->t0 = uv_now(f->loop);
+    finish(f, j, &r);
+    job_release(f, j);
+}
+
+static void active_add(keng_fanout *f, fo_job *j)
+{
+    j->prev = NULL;
+    j->next = f->active;
+    if (f->active) f->active->prev = j;
+    f->active = j;
+    f->inflight++;
+}
+
+static void active_remove(keng_fanout *f, fo_job *j)
+{
+    if (j->prev)
+        j->prev->next = j->next;
+    else
+        f->active = j->next;
+    if (j->next) j->next->prev = j->prev;
+    j->next = j->prev = NULL;
+    f->inflight--;
+}
+
+static size_t on_write(char *p, size_t size, size_t n, void *ud)
+{
+    fo_job *j = ud;
+    size_t len = size * n;
+    if (keng_buf_append(&j->resp, p, len)) {
+        j->truncated = 1;
+        return 0; /* CURLE_WRITE_ERROR ends the transfer: the cap holds */
+    }
+    return len;
+}
+
+static int start_curl(keng_fanout *f, fo_job *j, char *err, size_t errlen)
+{
+    if (!j->easy && !(j->easy = curl_easy_init())) return -ENOMEM;
+    CURL *e = j->easy;
+    curl_easy_reset(e);
+    j->errbuf[0] = '\0';
+    curl_easy_setopt(e, CURLOPT_PRIVATE, j);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)f->cfg.timeout_ms);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)f->cfg.timeout_ms);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, j);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, j->errbuf);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https,smtp,smtps");
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "kengd/1");
+    j->req.easy = e;
+    int rc = j->ops->prepare(&j->req, err, errlen);
+    if (rc) return rc;
+    CURLMcode mc = curl_multi_add_handle(f->multi, e);
+    if (mc != CURLM_OK) {
+        snprintf(err, errlen, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
+        return -EIO;
+    }
+    return 0;
+}
+
+/* Starts one queued job: a curl transfer, a file line, or an immediate verdict. */
+static void start_job(keng_fanout *f, fo_job *j)
+{
+    char err[256];
+    j->ops = keng_channel_find(j->channel);
+    if (!j->msg || !j->alert_id || !j->recipient || !j->idem_key || !j->channel) {
+        fail_now(f, j, "delivery row or its message could not be loaded");
+        return;
+    }
+    if (!j->ops) {
+        snprintf(err, sizeof err, "unknown channel type %s", j->channel);
+        fail_now(f, j, err);
+        return;
+    }
+    if (!j->ops->configured(&f->cfg)) {
+        snprintf(err, sizeof err, "channel %s is not configured", j->ops->type);
+        fail_now(f, j, err);
+        return;
+    }
+    if (!cJSON_IsObject(j->req.address)) {
+        fail_now(f, j, "contact address is not a JSON object");
+        return;
+    }
+    keng_buf_reset(&j->link);
+    if (j->link_kind && f->cfg.link_url &&
+        f->cfg.link_url(f->cfg.ud, j->link_kind, j->alert_id, j->recipient, &j->link)) {
+        fail_now(f, j, "cannot build the reply/relay link");
+        return;
+    }
+    j->req.cfg = &f->cfg;
+    j->req.msg = j->msg;
+    j->req.delivery_id = j->id;
+    j->req.alert_id = j->alert_id;
+    j->req.recipient = j->recipient;
+    j->req.idem_key = j->idem_key;
+    j->req.link_kind = j->link_kind;
+    j->req.link_url = j->link.len ? j->link.data : "";
+    j->req.now = wall_now();
+    j->t0 = uv_now(f->loop);
+    f->stats.started++;
+    if (j->ops->line) {
+        if (f->fpend.len >= FO_FILE_MAX) { /* the disk is slower than us: wait, rows stay queued */
+            f->stats.started--;
+            j->next = f->q_head;
+            f->q_head = j;
+            if (!f->q_tail) f->q_tail = j;
+            f->queued++;
+            return;
+        }
+        size_t before = f->fpend.len;
+        if (j->ops->line(&j->req, &f->fpend)) {
+            f->fpend.len = before;
+            fail_now(f, j, "cannot format the file line");
+            return;
+        }
+        f->inflight++; /* in flight on the file batch list, not the active (curl) list */
+        j->next = f->fpend_jobs;
+        f->fpend_jobs = j;
+        file_kick(f);
+        return;
+    }
+    err[0] = '\0';
+    if (start_curl(f, j, err, sizeof err)) {
+        fail_now(f, j, err[0] ? err : "cannot build the request");
+        return;
+    }
+    active_add(f, j);
+}
+
+static void fill(keng_fanout *f)
+{
+    while (!f->stopping && f->q_head && f->inflight < f->cfg.max_inflight) {
+        fo_job *j = f->q_head;
+        f->q_head = j->next;
+        if (!f->q_head) f->q_tail = NULL;
+        f->queued--;
+        j->next = NULL;
+        int before = f->queued;
+        start_job(f, j);
+        if (f->queued > before) break; /* put back: file batch full */
+    }
+    if (f->nres >= FO_FLUSH_ROWS || (!f->stopping && !f->dry && f->queued < f->cfg.max_inflight))
+        schedule_pump(f, 0);
+    else if (f->nres)
+        schedule_pump(f, FO_FLUSH_MS);
+}
+
+/* ---- curl on the loop ------------------------------------------------------------------- */
+
+static void drain(keng_fanout *f)
+{
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(f->multi, &left))) {
+        if (m->msg != CURLMSG_DONE) continue;
+        CURL *e = m->easy_handle;
+        CURLcode cc = m->data.result;
+        fo_job *j = NULL;
+        curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&j);
+        CURLMcode mc = curl_multi_remove_handle(f->multi, e);
+        if (mc != CURLM_OK) keng_warn("fanout: curl_multi_remove_handle: %s",
+                                      curl_multi_strerror(mc));
+        if (!j) continue;
+        long status = 0;
+        curl_off_t ra = -1;
+        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+        if (curl_easy_getinfo(e, CURLINFO_RETRY_AFTER, &ra) != CURLE_OK || ra <= 0) ra = -1;
+        keng_channel_response resp = {
+            .cc = cc,
+            .status = status,
+            .retry_after_s = (long)ra,
+            .body = j->resp.len ? j->resp.data : "",
+            .body_len = j->resp.len,
+            .truncated = j->truncated,
+            .curl_error = j->errbuf,
+        };
+        keng_channel_result res = {.verdict = KENG_CH_DEAD, .retry_after_s = -1};
+        j->ops->judge(&j->req, &resp, &res);
+        active_remove(f, j);
+        finish(f, j, &res);
+        job_release(f, j);
+    }
+    fill(f);
+    check_stop(f);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events)
+{
+    fo_sock *ks = h->data;
+    keng_fanout *f = ks->f;
+    int flags = 0, running;
+    if (status < 0) flags = CURL_CSELECT_ERR;
+    if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
+    if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
+    /* ks may be closed by the socket callback inside socket_action: do not touch it after. */
+    CURLMcode mc = curl_multi_socket_action(f->multi, ks->fd, flags, &running);
+    if (mc != CURLM_OK) keng_warn("fanout: curl_multi_socket_action: %s", curl_multi_strerror(mc));
+    drain(f);
+}
+
+/* The last uv_close callback of a stopped engine reports done. */
+static void closed_one(keng_fanout *f)
+{
+    if (--f->closing == 0 && f->stopped && f->done) f->done(f->done_ud);
+}
+
+static void on_sock_closed(uv_handle_t *h)
+{
+    fo_sock *ks = h->data;
+    keng_fanout *f = ks->f;
+    free(ks);
+    closed_one(f);
+}
+
+static void sock_close(keng_fanout *f, fo_sock *ks)
+{
+    if (ks->prev)
+        ks->prev->next = ks->next;
+    else
+        f->socks = ks->next;
+    if (ks->next) ks->next->prev = ks->prev;
+    f->closing++;
+    uv_close((uv_handle_t *)&ks->poll, on_sock_closed);
+}
+
+static int on_curl_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    (void)e;
+    keng_fanout *f = userp;
+    fo_sock *ks = socketp;
+    if (what == CURL_POLL_REMOVE) {
+        if (ks) {
+            curl_multi_assign(f->multi, s, NULL);
+            sock_close(f, ks);
+        }
+        return 0;
+    }
+    if (!ks) {
+        ks = calloc(1, sizeof *ks);
+        if (!ks) return -1;
+        int rc = uv_poll_init_socket(f->loop, &ks->poll, s);
+        if (rc) {
+            keng_warn("fanout: uv_poll_init_socket(%d): %s", (int)s, uv_strerror(rc));
+            free(ks);
+            return -1;
+        }
+        ks->fd = s;
+        ks->f = f;
+        ks->poll.data = ks;
+        ks->next = f->socks;
+        if (f->socks) f->socks->prev = ks;
+        f->socks = ks;
+        CURLMcode mc = curl_multi_assign(f->multi, s, ks);
+        if (mc != CURLM_OK) keng_warn("fanout: curl_multi_assign: %s", curl_multi_strerror(mc));
+    }
+    int ev = 0;
+    if (what & CURL_POLL_IN) ev |= UV_READABLE;
+    if (what & CURL_POLL_OUT) ev |= UV_WRITABLE;
+    int rc = uv_poll_start(&ks->poll, ev, on_poll);
+    if (rc) {
+        keng_warn("fanout: uv_poll_start: %s", uv_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+static void on_curl_timeout(uv_timer_t *t)
+{
+    keng_fanout *f = t->data;
+    int running;
+    CURLMcode mc = curl_multi_socket_action(f->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    if (mc != CURLM_OK) keng_warn("fanout: curl_multi_socket_action: %s", curl_multi_strerror(mc));
+    drain(f);
+}
+
+static int on_curl_timer(CURLM *m, long timeout_ms, void *userp)
+{
+    (void)m;
+    keng_fanout *f = userp;
+    /* Never call curl from here: only arm the timer; its callback calls socket_action. */
+    if (timeout_ms < 0)
+        uv_timer_stop(&f->curl_timer);
+    else
+        uv_timer_start(&f->curl_timer, on_curl_timeout, timeout_ms ? (uint64_t)timeout_ms : 1, 0);
+    return 0;
+}
+
+/* ---- file channel ------------------------------------------------------------------------ */
+
+static void file_done(keng_fanout *f, fo_job *list, int error)
+{
+    char msg[256];
+    if (error) snprintf(msg, sizeof msg, "cannot write %s: %s", f->fpath, uv_strerror(error));
+    while (list) {
+        fo_job *j = list;
+        list = j->next;
+        f->inflight--;
+        keng_channel_result r = {.verdict = error ? KENG_CH_RETRY : KENG_CH_DELIVERED,
+                                 .retry_after_s = -1};
+        if (error) snprintf(r.error, sizeof r.error, "%s", msg);
+        finish(f, j, &r);
+        job_release(f, j);
+    }
+}
+
+static void on_file_write(uv_fs_t *req);
+
+static void file_write_more(keng_fanout *f)
+{
+    uv_buf_t b = uv_buf_init(f->fwrite.data + f->fwrite_off,
+                             (unsigned)(f->fwrite.len - f->fwrite_off));
+    int rc = uv_fs_write(f->loop, &f->freq, f->fd, &b, 1, -1, on_file_write);
+    if (rc) {
+        fo_job *l = f->fwrite_jobs;
+        f->fwrite_jobs = NULL;
+        file_done(f, l, rc);
+        return;
+    }
+    f->fs_busy = 1;
+}
+
+static void on_file_write(uv_fs_t *req)
+{
+    keng_fanout *f = req->data;
+    ssize_t n = req->result;
+    uv_fs_req_cleanup(req);
+    f->fs_busy = 0;
+    if (n >= 0 && f->fwrite_off + (size_t)n < f->fwrite.len) { /* short write: the rest */
+        f->fwrite_off += (size_t)n;
+        file_write_more(f);
+        return;
+    }
+    fo_job *l = f->fwrite_jobs;
+    f->fwrite_jobs = NULL;
+    keng_buf_reset(&f->fwrite);
+    file_done(f, l, n < 0 ? (int)n : 0);
+    file_kick(f);
+    fill(f);
+    check_stop(f);
+}
+
+static void on_file_open(uv_fs_t *req)
+{
+    keng_fanout *f = req->data;
+    ssize_t fd = req->result;
+    uv_fs_req_cleanup(req);
+    f->fs_busy = 0;
+    if (fd < 0) {
+        keng_warn("fanout: cannot open %s: %s", f->fpath, uv_strerror((int)fd));
+        fo_job *l = f->fpend_jobs;
+        f->fpend_jobs = NULL;
+        keng_buf_reset(&f->fpend);
+        file_done(f, l, (int)fd);
+        fill(f);
+        check_stop(f);
+        return;
+    }
+    f->fd = (uv_file)fd;
+    file_kick(f);
+}
+
+static void file_kick(keng_fanout *f)
+{
+    if (f->fs_busy || !f->fpend_jobs) return;
+    f->freq.data = f;
+    if (f->fd < 0) {
+        int rc = uv_fs_open(f->loop, &f->freq, f->fpath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
+                            0640, on_file_open);
+        if (rc) {
+            fo_job *l = f->fpend_jobs;
+            f->fpend_jobs = NULL;
+            keng_buf_reset(&f->fpend);
+            file_done(f, l, rc);
+            return;
+        }
+        f->fs_busy = 1;
+        return;
+    }
+    keng_buf tmp = f->fwrite; /* swap: the batch gathered so far goes out in one write */
+    f->fwrite = f->fpend;
+    f->fpend = tmp;
+    f->fwrite_off = 0;
+    f->fwrite_jobs = f->fpend_jobs;
+    f->fpend_jobs = NULL;
+    file_write_more(f);
+}
+
+/* ---- pump: write results, claim rows, arm the retry timer --------------------------------- */
+
+static void on_retry_timer(uv_timer_t *t)
+{
+    keng_fanout *f = t->data;
+    f->dry = 0;
+    schedule_pump(f, 0);
+}
+
+static void arm_retry(keng_fanout *f)
+{
+    int64_t now = wall_now();
+    int64_t next = keng_outbox_next_due(f->st, now);
+    if (next <= 0) return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    int64_t ms = next * 1000 - now_ms;
+    uv_timer_start(&f->retry_timer, on_retry_timer, ms > 0 ? (uint64_t)ms : 1, 0);
+}
+
+static int flush_and_claim(keng_fanout *f, int want)
+{
+    int n = f->nres < FO_FLUSH_ROWS ? f->nres : FO_FLUSH_ROWS;
+    if (n == 0 && want == 0) return 0;
+    int rc = keng_store_begin(f->st), claimed = 0;
+    if (rc) return rc;
+    for (int i = 0; rc == 0 && i < n; i++) rc = keng_outbox_write(f->st, &f->res[i].r, 1);
+    int64_t now = wall_now();
+    for (int i = 0; rc == 0 && i < n; i++) {
+        if (!f->res[i].fallback) continue;
+        int fb = keng_outbox_fallback(f->st, f->res[i].r.id, now);
+        if (fb < 0) {
+            keng_warn("fanout: contact fallback of delivery %" PRId64 ": %s", f->res[i].r.id,
+                      strerror(-fb));
+        } else if (fb > 0 && !f->stopping) {
+            f->dry = 0;
+            if (want == 0) want = FO_CLAIM_CHUNK;
+        }
+    }
+    fo_job *tail_before = f->q_tail;
+    int queued_before = f->queued;
+    if (rc == 0 && want > 0) {
+        claimed = keng_outbox_claim(f->st, now, want, on_claim, f);
+        if (claimed < 0) rc = claimed;
+    }
+    if (rc == 0) rc = keng_store_commit(f->st);
+    else keng_store_rollback(f->st);
+    if (rc) {
+        keng_error("fanout: outbox write failed (%s); will try again", strerror(-rc));
+        /* Claimed rows were rolled back to pending: drop their in-memory copies. */
+        fo_job *j = tail_before ? tail_before->next : f->q_head;
+        if (tail_before)
+            tail_before->next = NULL;
+        else
+            f->q_head = NULL;
+        f->q_tail = tail_before;
+        f->queued = queued_before;
+        while (j) {
+            fo_job *next = j->next;
+            job_release(f, j);
+            j = next;
+        }
+        return rc;
+    }
+    f->stats.written += (uint64_t)n;
+    if (n) f->stats.flushes++;
+    if (want) f->stats.claims++;
+    notify(f, f->res, n);
+    for (int i = 0; i < n; i++) free(f->res[i].error), free(f->res[i].alert_id);
+    memmove(f->res, f->res + n, (size_t)(f->nres - n) * sizeof *f->res);
+    f->nres -= n;
+    if (f->nres) f->res_oldest = uv_now(f->loop);
+    if (want > 0 && claimed < want) { /* ran dry: sleep until a kick or the next retry */
+        f->dry = 1;
+        arm_retry(f);
+    }
+    return 0;
+}
+
+static void pump(keng_fanout *f)
+{
+    int want = 0;
+    if (!f->stopping && !f->dry && f->queued < f->cfg.max_inflight) {
+        want = 2 * f->cfg.max_inflight - f->queued;
+        if (want > FO_CLAIM_CHUNK) want = FO_CLAIM_CHUNK;
+    }
+    if (flush_and_claim(f, want)) {
+        schedule_pump(f, 1000); /* the database is busy or full: back off a little */
+        return;
+    }
+    if (f->stopping) {
+        if (f->nres) schedule_pump(f, 0);
+        check_stop(f);
+        return;
+    }
+    fill(f);
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------- */
+
+static char *cfg_dup(keng_fanout *f, int i, const char *s)
+{
+    if (!s) return NULL;
+    f->strs[i] = strdup(s);
+    return f->strs[i];
+}
+
+int keng_fanout_new(uv_loop_t *loop, keng_store *st, const keng_fanout_config *cfg,
+                    keng_fanout **out)
+{
+    *out = NULL;
+    if (!loop || !st || !cfg) return -EINVAL;
+    keng_fanout *f = calloc(1, sizeof *f);
+    if (!f) return -ENOMEM;
+    f->loop = loop;
+    f->st = st;
+    f->cfg = *cfg;
+    const char *src[9] = {cfg->data_dir,          cfg->zalo_base_url,      cfg->zalo_access_token,
+                          cfg->telegram_base_url, cfg->telegram_bot_token, cfg->smtp_url,
+                          cfg->smtp_from,         cfg->smtp_user,          cfg->smtp_password};
+    for (int i = 0; i < 9; i++)
+        if (src[i] && !cfg_dup(f, i, src[i])) goto nomem;
+    f->cfg.data_dir = f->strs[0];
+    f->cfg.zalo_base_url = f->strs[1], f->cfg.zalo_access_token = f->strs[2];
+    f->cfg.telegram_base_url = f->strs[3], f->cfg.telegram_bot_token = f->strs[4];
+    f->cfg.smtp_url = f->strs[5], f->cfg.smtp_from = f->strs[6];
+    f->cfg.smtp_user = f->strs[7], f->cfg.smtp_password = f->strs[8];
+    if (f->cfg.max_inflight <= 0) f->cfg.max_inflight = 256;
+    if (f->cfg.max_per_host <= 0) f->cfg.max_per_host = 64;
+    if (f->cfg.timeout_ms <= 0) f->cfg.timeout_ms = 15000;
+    if (f->cfg.max_attempts <= 0) f->cfg.max_attempts = 8;
+    if (f->cfg.backoff_base_ms <= 0) f->cfg.backoff_base_ms = 2000;
+    if (f->cfg.backoff_max_ms <= 0) f->cfg.backoff_max_ms = 3600000;
+    if (f->cfg.max_response == 0) f->cfg.max_response = 64 * 1024;
+    f->msgs = calloc(FO_MSG_CACHE, sizeof *f->msgs);
+    if (!f->msgs) goto nomem;
+    f->fd = -1;
+    keng_buf_init(&f->fpend, 0);
+    keng_buf_init(&f->fwrite, 0);
+    if (f->cfg.data_dir) {
+        keng_buf p;
+        keng_buf_init(&p, 4096);
+        if (keng_buf_printf(&p, "%s/deliveries.jsonl", f->cfg.data_dir)) {
+            keng_buf_free(&p);
+            goto nomem;
+        }
+        f->fpath = keng_buf_steal(&p);
+        if (!f->fpath) goto nomem;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    f->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 40) ^ 1;
+    f->multi = curl_multi_init();
+    if (!f->multi) goto nomem;
+    CURLMcode mc;
+    if ((mc = curl_multi_setopt(f->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket)) ||
+        (mc = curl_multi_setopt(f->multi, CURLMOPT_SOCKETDATA, f)) ||
+        (mc = curl_multi_setopt(f->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer)) ||
+        (mc = curl_multi_setopt(f->multi, CURLMOPT_TIMERDATA, f)) ||
+        (mc = curl_multi_setopt(f->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
+                                (long)f->cfg.max_inflight)) ||
+        (mc = curl_multi_setopt(f->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
+                                (long)f->cfg.max_per_host)) ||
+        (mc = curl_multi_setopt(f->multi, CURLMOPT_MAXCONNECTS, (long)f->cfg.max_inflight)) ||
+        (mc = curl_multi_setopt(f->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX))) {
+        keng_error("fanout: curl_multi_setopt: %s", curl_multi_strerror(mc));
+        curl_multi_cleanup(f->multi);
+        f->multi = NULL;
+        keng_fanout_free(f);
+        return -EINVAL;
+    }
+    uv_timer_t *timers[] = {&f->curl_timer, &f->pump_timer, &f->retry_timer, &f->grace_timer};
+    for (size_t i = 0; i < 4; i++) {
+        uv_timer_init(loop, timers[i]); /* cannot fail on unix */
+        timers[i]->data = f;
+    }
+    f->t_new = uv_now(loop);
+    *out = f;
+    return 0;
+nomem:
+    keng_fanout_free(f);
+    return -ENOMEM;
+}
+
+void keng_fanout_kick(keng_fanout *f)
+{
+    if (!f || f->stopping) return;
+    f->dry = 0;
+    schedule_pump(f, 0);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    closed_one(h->data);
+}
+
+static void finish_stop(keng_fanout *f)
+{
+    f->stopped = 1;
+    while (f->nres) /* write everything; a failing disk cannot hold up the exit forever */
+        if (flush_and_claim(f, 0)) break;
+    for (int i = 0; i < f->nres; i++) free(f->res[i].error), free(f->res[i].alert_id);
+    f->nres = 0;
+    /* curl closes its connections here and may call the socket callback to remove polls. */
+    CURLMcode mc = curl_multi_cleanup(f->multi);
+    if (mc != CURLM_OK) keng_warn("fanout: curl_multi_cleanup: %s", curl_multi_strerror(mc));
+    f->multi = NULL;
+    while (f->socks) sock_close(f, f->socks);
+    if (f->fd >= 0) {
+        uv_fs_t req;
+        uv_fs_close(NULL, &req, f->fd, NULL); /* synchronous: a close at exit, after the writes */
+        uv_fs_req_cleanup(&req);
+        f->fd = -1;
+    }
+    uv_timer_t *timers[] = {&f->curl_timer, &f->pump_timer, &f->retry_timer, &f->grace_timer};
+    for (size_t i = 0; i < 4; i++) {
+        f->closing++;
+        uv_close((uv_handle_t *)timers[i], on_timer_closed);
+    }
+}
+
+static void check_stop(keng_fanout *f)
+{
+    if (!f->stopping || f->stopped) return;
+    if (f->inflight || f->fs_busy) return;
+    finish_stop(f);
+}
+
+static void on_grace(uv_timer_t *t)
+{
+    keng_fanout *f = t->data;
+    int n = 0;
+    while (f->active) {
+        fo_job *j = f->active;
+        CURLMcode mc = curl_multi_remove_handle(f->multi, j->easy);
+        if (mc != CURLM_OK) keng_warn("fanout: remove: %s", curl_multi_strerror(mc));
+        active_remove(f, j);
+        push_result(f, j, KENG_OUTBOX_PENDING, j->attempts, 0, -1, NULL, 0);
+        job_release(f, j);
+        n++;
+    }
+    if (n) keng_warn("fanout: %d deliveries still in flight at shutdown go out after restart", n);
+    check_stop(f);
+}
+
+void keng_fanout_stop(keng_fanout *f, int grace_ms, void (*done)(void *ud), void *ud)
+{
+    if (!f || f->stopping) return;
+    f->stopping = 1;
+    f->done = done;
+    f->done_ud = ud;
+    uv_timer_stop(&f->retry_timer);
+    while (f->q_head) { /* claimed, never started: back to pending as they were */
+        fo_job *j = f->q_head;
+        f->q_head = j->next;
+        push_result(f, j, KENG_OUTBOX_PENDING, j->attempts, 0, -1, NULL, 0);
+        job_release(f, j);
+    }
+    f->q_tail = NULL;
+    f->queued = 0;
+    if (f->inflight || f->fs_busy)
+        uv_timer_start(&f->grace_timer, on_grace, grace_ms > 0 ? (uint64_t)grace_ms : 1, 0);
+    check_stop(f);
+}
+
+void keng_fanout_free(keng_fanout *f)
+{
+    if (!f) return;
+    if (f->multi) curl_multi_cleanup(f->multi); /* only when new failed half-way */
+    while (f->free_jobs) {
+        fo_job *j = f->free_jobs;
+        f->free_jobs = j->next;
+        if (j->easy) curl_easy_cleanup(j->easy);
+        keng_buf_free(&j->link);
+        keng_buf_free(&j->resp);
+        keng_buf_free(&j->req.body);
+        free(j);
+    }
+    for (int i = 0; f->msgs && i < f->nmsgs; i++) msg_free(f->msgs[i]);
+    free(f->msgs);
+    free(f->res);
+    keng_buf_free(&f->fpend);
+    keng_buf_free(&f->fwrite);
+    free(f->fpath);
+    for (int i = 0; i < 9; i++) free(f->strs[i]);
+    free(f);
+}
+
+void keng_fanout_get_stats(keng_fanout *f, keng_fanout_stats *out)
+{
+    *out = f->stats;
+    out->inflight = f->inflight;
+    out->queued = f->queued;
+}
+
+int keng_fanout_metrics(keng_fanout *f, keng_buf *out)
+{
+    cJSON *counts = NULL;
+    int rc = keng_outbox_counts(f->st, NULL, &counts);
+    if (rc) return rc;
+    rc = keng_buf_puts(out, "# HELP keng_deliveries Deliveries in the outbox by channel and"
+                            " status (failed: pending after a failed attempt).\n"
+                            "# TYPE keng_deliveries gauge\n");
+    cJSON *ch, *by = cJSON_GetObjectItemCaseSensitive(counts, "by_channel");
+    cJSON_ArrayForEach(ch, by)
+    {
+        cJSON *n;
+        cJSON_ArrayForEach(n, ch)
+        {
+            if (rc == 0)
+                rc = keng_buf_printf(out, "keng_deliveries{channel=\"%s\",status=\"%s\"} %.0f\n",
+                                     ch->string, n->string, n->valuedouble);
+        }
+    }
+    cJSON_Delete(counts);
+    if (rc == 0)
+        rc = keng_buf_printf(
+            out,
+            "# TYPE keng_fanout_attempts_total counter\nkeng_fanout_attempts_total %" PRIu64 "\n"
+            "# TYPE keng_fanout_results_total counter\n"
+            "keng_fanout_results_total{verdict=\"delivered\"} %" PRIu64 "\n"
+            "keng_fanout_results_total{verdict=\"retry\"} %" PRIu64 "\n"
+            "keng_fanout_results_total{verdict=\"dead\"} %" PRIu64 "\n"
+            "# TYPE keng_fanout_inflight gauge\nkeng_fanout_inflight %d\n"
+            "# TYPE keng_fanout_queued gauge\nkeng_fanout_queued %d\n",
+            f->stats.started, f->stats.delivered, f->stats.retried, f->stats.dead, f->inflight,
+            f->queued);
+    return rc;
+}

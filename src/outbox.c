@@ -1,0 +1,419 @@
+#include "keng/outbox.h"
+
+#include "keng/log.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int step_done(keng_store *st, sqlite3_stmt *s)
+{
+    int rc = sqlite3_step(s);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        keng_error("outbox: %s", sqlite3_errmsg(keng_store_db(st)));
+        sqlite3_reset(s);
+        return keng_store_errno(rc);
+    }
+    sqlite3_reset(s);
+    return 0;
+}
+
+int keng_outbox_claim(keng_store *st, int64_t now, int limit,
+                      void (*fn)(void *ud, const keng_outbox_row *row), void *ud)
+{
+    if (limit <= 0) return 0;
+    /* The subquery walks deliveries_due(status, next_at) in order; RETURNING makes claim and read
+     * one statement, so a row is never handed out twice. */
+    sqlite3_stmt *s = keng_store_stmt(
+        st, "UPDATE deliveries SET status = 'inflight' WHERE id IN (SELECT id FROM deliveries"
+            " WHERE status = 'pending' AND next_at <= ?1 ORDER BY next_at, id LIMIT ?2)"
+            " RETURNING id, alert_id, revision, event, recipient, channel, contact_index, address,"
+            " message_id, link_kind, idem_key, attempts, created_at");
+    if (!s) return -EIO;
+    sqlite3_bind_int64(s, 1, now);
+    sqlite3_bind_int(s, 2, limit);
+    int n = 0, rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *lk = keng_store_text(s, 9);
+        keng_outbox_row r = {
+            .id = sqlite3_column_int64(s, 0),
+            .alert_id = keng_store_text(s, 1),
+            .revision = sqlite3_column_int64(s, 2),
+            .event = keng_store_text(s, 3),
+            .recipient = keng_store_text(s, 4),
+            .channel = keng_store_text(s, 5),
+            .contact_index = sqlite3_column_int(s, 6),
+            .address = keng_store_text(s, 7),
+            .message_id = sqlite3_column_int64(s, 8),
+            .link_kind = lk[0],
+            .idem_key = keng_store_text(s, 10),
+            .attempts = sqlite3_column_int(s, 11),
+            .created_at = sqlite3_column_int64(s, 12),
+        };
+        fn(ud, &r);
+        n++;
+    }
+    if (rc != SQLITE_DONE) {
+        keng_error("outbox: claim: %s", sqlite3_errmsg(keng_store_db(st)));
+        sqlite3_reset(s);
+        return keng_store_errno(rc);
+    }
+    sqlite3_reset(s);
+    return n;
+}
+
+int keng_outbox_write(keng_store *st, const keng_outbox_result *res, int n)
+{
+    if (n <= 0) return 0;
+    int rc = keng_store_begin(st);
+    if (rc) return rc;
+    static const char *const up_sql =
+        "UPDATE deliveries SET status = ?2, attempts = ?3, next_at = ?4,"
+        " last_code = CASE WHEN ?5 = -1 THEN last_code ELSE ?5 END,"
+        " last_error = COALESCE(?6, last_error), delivered_at = ?7, latency_ms = ?8 WHERE id = ?1";
+    static const char *const names[] = {"pending", "delivered", "dead"};
+    for (int i = 0; i < n; i++) {
+        const keng_outbox_result *r = &res[i];
+        sqlite3_stmt *s = keng_store_stmt(st, up_sql);
+        if (!s) {
+            rc = -EIO;
+            break;
+        }
+        sqlite3_bind_int64(s, 1, r->id);
+        sqlite3_bind_text(s, 2, names[r->status], -1, SQLITE_STATIC);
+        sqlite3_bind_int(s, 3, r->attempts);
+        sqlite3_bind_int64(s, 4, r->next_at);
+        if (r->last_code) sqlite3_bind_int(s, 5, r->last_code);
+        if (r->error) sqlite3_bind_text(s, 6, r->error, -1, SQLITE_STATIC);
+        if (r->status == KENG_OUTBOX_DELIVERED) {
+            sqlite3_bind_int64(s, 7, r->delivered_at);
+            sqlite3_bind_int64(s, 8, r->latency_ms);
+        }
+        if ((rc = step_done(st, s))) break;
+    }
+    if (rc) {
+        keng_store_rollback(st);
+        return rc;
+    }
+    return keng_store_commit(st);
+}
+
+/* The contact list that reaches a recipient: members.contacts, or groups.channels for "group:ID".
+ * Returns a parsed array (owned by the caller) or NULL. */
+static cJSON *recipient_contacts(keng_store *st, const char *recipient)
+{
+    int is_group = strncmp(recipient, "group:", 6) == 0;
+    sqlite3_stmt *s = keng_store_stmt(st, is_group ? "SELECT channels FROM groups WHERE id = ?1"
+                                                   : "SELECT contacts FROM members WHERE id = ?1");
+    if (!s) return NULL;
+    sqlite3_bind_text(s, 1, is_group ? recipient + 6 : recipient, -1, SQLITE_STATIC);
+    cJSON *arr = NULL;
+    if (sqlite3_step(s) == SQLITE_ROW) arr = cJSON_Parse(keng_store_text(s, 0));
+    sqlite3_reset(s);
+    if (arr && !cJSON_IsArray(arr)) {
+        cJSON_Delete(arr);
+        arr = NULL;
+    }
+    return arr;
+}
+
+/* The message for (old message's alert/revision/event/lang/link/note, new channel): the rendered
+ * one when publish made it, else a copy of the old text under the new channel. */
+static int64_t fallback_message(keng_store *st, int64_t old_id, const char *channel)
+{
+    sqlite3_stmt *s = keng_store_stmt(
+        st, "SELECT n.id FROM messages o JOIN messages n ON n.alert_id = o.alert_id"
+            " AND n.revision = o.revision AND n.event = o.event AND n.lang = o.lang"
+            " AND n.link_kind = o.link_kind AND n.note IS o.note AND n.channel = ?2"
+            " WHERE o.id = ?1");
+    if (!s) return -EIO;
+    sqlite3_bind_int64(s, 1, old_id);
+    sqlite3_bind_text(s, 2, channel, -1, SQLITE_STATIC);
+    int64_t id = 0;
+    if (sqlite3_step(s) == SQLITE_ROW) id = sqlite3_column_int64(s, 0);
+    sqlite3_reset(s);
+    if (id) return id;
+    s = keng_store_stmt(st, "INSERT INTO messages (alert_id, revision, event, lang, channel,"
+                            " link_kind, text, subject, html, alert_json, photos, note)"
+                            " SELECT alert_id, revision, event, lang, ?2, link_kind, text, subject,"
+                            " html, alert_json, photos, note FROM messages WHERE id = ?1");
+    if (!s) return -EIO;
+    sqlite3_bind_int64(s, 1, old_id);
+    sqlite3_bind_text(s, 2, channel, -1, SQLITE_STATIC);
+    int rc = step_done(st, s);
+    if (rc) return rc;
+    if (sqlite3_changes(keng_store_db(st)) == 0) return -ENOENT;
+    return sqlite3_last_insert_rowid(keng_store_db(st));
+}
+
+int keng_outbox_fallback(keng_store *st, int64_t delivery_id, int64_t now)
+{
+    sqlite3_stmt *s = keng_store_stmt(
+        st, "SELECT alert_id, revision, event, recipient, contact_index, message_id, link_kind"
+            " FROM deliveries WHERE id = ?1");
+    if (!s) return -EIO;
+    sqlite3_bind_int64(s, 1, delivery_id);
+    if (sqlite3_step(s) != SQLITE_ROW) {
+        sqlite3_reset(s);
+        return -ENOENT;
+    }
+    char *alert_id = strdup(keng_store_text(s, 0));
+    int64_t revision = sqlite3_column_int64(s, 1);
+    char *event = strdup(keng_store_text(s, 2));
+    char *recipient = strdup(keng_store_text(s, 3));
+    int index = sqlite3_column_int(s, 4) + 1;
+    int64_t old_msg = sqlite3_column_int64(s, 5);
+    char *link_kind = strdup(keng_store_text(s, 6));
+    sqlite3_reset(s);
+    int rc = 0;
+    cJSON *contacts = NULL;
+    char *address = NULL;
+    if (!alert_id || !event || !recipient || !link_kind) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    contacts = recipient_contacts(st, recipient);
+    cJSON *c = contacts ? cJSON_GetArrayItem(contacts, index) : NULL;
+    const char *type = c ? cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c, "type")) : NULL;
+    if (!type) goto out; /* no next contact: the delivery stays dead, visible to the officer */
+    address = cJSON_PrintUnformatted(c);
+    if (!address) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    int64_t msg = fallback_message(st, old_msg, type);
+    if (msg < 0) {
+        rc = (int)msg;
+        goto out;
+    }
+    for (int attempt = 0; attempt < 2 && rc == 0; attempt++) {
+        char key[512];
+        /* Two contacts of the same channel (two e-mail addresses) would share a key. */
+        int kn = attempt == 0 ? snprintf(key, sizeof key, "%s.%lld.%s.%s", alert_id,
+                                         (long long)revision, recipient, type)
+                              : snprintf(key, sizeof key, "%s.%lld.%s.%s.%d", alert_id,
+                                         (long long)revision, recipient, type, index);
+        if (kn < 0 || (size_t)kn >= sizeof key) {
+            rc = -ENAMETOOLONG;
+            break;
+        }
+        s = keng_store_stmt(
+            st, "INSERT INTO deliveries (alert_id, revision, event, recipient, channel,"
+                " contact_index, address, message_id, link_kind, idem_key, status, attempts,"
+                " next_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
+                " 'pending', 0, 0, ?11) ON CONFLICT (idem_key) DO NOTHING");
+        if (!s) {
+            rc = -EIO;
+            break;
+        }
+        sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 2, revision);
+        sqlite3_bind_text(s, 3, event, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 4, recipient, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 5, type, -1, SQLITE_STATIC);
+        sqlite3_bind_int(s, 6, index);
+        sqlite3_bind_text(s, 7, address, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 8, msg);
+        sqlite3_bind_text(s, 9, link_kind, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 10, key, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(s, 11, now);
+        if ((rc = step_done(st, s))) break;
+        if (sqlite3_changes(keng_store_db(st)) > 0) {
+            rc = 1;
+            break;
+        }
+    }
+out:
+    free(alert_id);
+    free(event);
+    free(recipient);
+    free(link_kind);
+    free(address);
+    cJSON_Delete(contacts);
+    return rc;
+}
+
+int keng_outbox_recover(keng_store *st)
+{
+    sqlite3_stmt *s =
+        keng_store_stmt(st, "UPDATE deliveries SET status = 'pending' WHERE status = 'inflight'");
+    if (!s) return -EIO;
+    int rc = step_done(st, s);
+    if (rc) return rc;
+    int n = sqlite3_changes(keng_store_db(st));
+    if (n) keng_info("outbox: %d deliveries in flight at the last stop go out again", n);
+    return n;
+}
+
+static int add_count(cJSON *obj, const char *key, int64_t n)
+{
+    cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (it) {
+        cJSON_SetNumberValue(it, it->valuedouble + (double)n);
+        return 0;
+    }
+    return cJSON_AddNumberToObject(obj, key, (double)n) ? 0 : -ENOMEM;
+}
+
+static cJSON *new_counts(void)
+{
+    static const char *const keys[] = {"pending", "inflight", "delivered", "failed", "dead"};
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (!cJSON_AddNumberToObject(o, keys[i], 0)) {
+            cJSON_Delete(o);
+            return NULL;
+        }
+    return o;
+}
+
+int keng_outbox_counts(keng_store *st, const char *alert_id, cJSON **out)
+{
+    *out = NULL;
+    sqlite3_stmt *s =
+        alert_id ? keng_store_stmt(st, "SELECT channel, status, attempts > 0, COUNT(*) FROM"
+                                       " deliveries WHERE alert_id = ?1 GROUP BY 1, 2, 3")
+                 : keng_store_stmt(st, "SELECT channel, status, attempts > 0, COUNT(*) FROM"
+                                       " deliveries GROUP BY 1, 2, 3");
+    if (!s) return -EIO;
+    if (alert_id) sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_STATIC);
+    cJSON *root = new_counts(), *by = cJSON_CreateObject();
+    int rc = root && by ? 0 : -ENOMEM, step;
+    int64_t total = 0;
+    while (rc == 0 && (step = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *ch = keng_store_text(s, 0), *status = keng_store_text(s, 1);
+        int failed = sqlite3_column_int(s, 2) && strcmp(status, "pending") == 0;
+        int64_t n = sqlite3_column_int64(s, 3);
+        cJSON *c = cJSON_GetObjectItemCaseSensitive(by, ch);
+        if (!c) {
+            c = new_counts();
+            if (!c || !cJSON_AddItemToObject(by, ch, c)) {
+                cJSON_Delete(c);
+                rc = -ENOMEM;
+                break;
+            }
+        }
+        if ((rc = add_count(root, status, n)) || (rc = add_count(c, status, n))) break;
+        if (failed && ((rc = add_count(root, "failed", n)) || (rc = add_count(c, "failed", n))))
+            break;
+        total += n;
+    }
+    if (rc == 0 && step != SQLITE_DONE) rc = keng_store_errno(step);
+    sqlite3_reset(s);
+    if (rc == 0 && (!cJSON_AddNumberToObject(root, "total", (double)total) ||
+                    !cJSON_AddItemToObject(root, "by_channel", by))) {
+        rc = -ENOMEM;
+        by = NULL;
+    } else if (rc == 0) {
+        by = NULL; /* owned by root now */
+    }
+    cJSON_Delete(by);
+    if (rc) {
+        cJSON_Delete(root);
+        return rc;
+    }
+    *out = root;
+    return 0;
+}
+
+#define LIST_WHERE                                                                                 \
+    " WHERE alert_id = ?1 AND (?2 IS NULL OR (?2 = 'failed' AND status = 'pending' AND"           \
+    " attempts > 0) OR status = ?2)"
+
+int keng_outbox_list(keng_store *st, const char *alert_id, const char *status, int limit,
+                     int offset, cJSON **items, int *total)
+{
+    *items = NULL;
+    *total = 0;
+    if (!alert_id || limit < 0 || offset < 0) return -EINVAL;
+    sqlite3_stmt *s = keng_store_stmt(st, "SELECT COUNT(*) FROM deliveries" LIST_WHERE);
+    if (!s) return -EIO;
+    sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_STATIC);
+    if (status) sqlite3_bind_text(s, 2, status, -1, SQLITE_STATIC);
+    if (sqlite3_step(s) == SQLITE_ROW) *total = sqlite3_column_int(s, 0);
+    sqlite3_reset(s);
+    s = keng_store_stmt(st, "SELECT id, recipient, channel, contact_index, status, attempts,"
+                            " next_at, last_code, last_error, delivered_at, latency_ms, event,"
+                            " revision FROM deliveries" LIST_WHERE " ORDER BY id LIMIT ?3 OFFSET ?4");
+    if (!s) return -EIO;
+    sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_STATIC);
+    if (status) sqlite3_bind_text(s, 2, status, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 3, limit);
+    sqlite3_bind_int(s, 4, offset);
+    cJSON *arr = cJSON_CreateArray();
+    int rc = arr ? 0 : -ENOMEM, step;
+    while (rc == 0 && (step = sqlite3_step(s)) == SQLITE_ROW) {
+        cJSON *o = cJSON_CreateObject();
+        if (!o || !cJSON_AddItemToArray(arr, o)) {
+            cJSON_Delete(o);
+            rc = -ENOMEM;
+            break;
+        }
+        const char *st_text = keng_store_text(s, 4);
+        int attempts = sqlite3_column_int(s, 5);
+        int ok = cJSON_AddNumberToObject(o, "id", (double)sqlite3_column_int64(s, 0)) &&
+                 cJSON_AddStringToObject(o, "recipient", keng_store_text(s, 1)) &&
+                 cJSON_AddStringToObject(o, "channel", keng_store_text(s, 2)) &&
+                 cJSON_AddNumberToObject(o, "contact_index", sqlite3_column_int(s, 3)) &&
+                 cJSON_AddStringToObject(o, "status",
+                                         strcmp(st_text, "pending") == 0 && attempts > 0
+                                             ? "failed"
+                                             : st_text) &&
+                 cJSON_AddNumberToObject(o, "attempts", attempts) &&
+                 cJSON_AddNumberToObject(o, "next_at", (double)sqlite3_column_int64(s, 6)) &&
+                 cJSON_AddStringToObject(o, "event", keng_store_text(s, 11)) &&
+                 cJSON_AddNumberToObject(o, "revision", (double)sqlite3_column_int64(s, 12));
+        static const struct {
+            int col;
+            const char *name;
+        } opt[] = {{7, "last_code"}, {8, "last_error"}, {9, "delivered_at"}, {10, "latency_ms"}};
+        for (size_t i = 0; ok && i < sizeof opt / sizeof opt[0]; i++) {
+            int t = sqlite3_column_type(s, opt[i].col);
+            if (t == SQLITE_NULL)
+                ok = cJSON_AddNullToObject(o, opt[i].name) != NULL;
+            else if (t == SQLITE_TEXT)
+                ok = cJSON_AddStringToObject(o, opt[i].name, keng_store_text(s, opt[i].col)) !=
+                     NULL;
+            else
+                ok = cJSON_AddNumberToObject(o, opt[i].name,
+                                             (double)sqlite3_column_int64(s, opt[i].col)) != NULL;
+        }
+        if (!ok) rc = -ENOMEM;
+    }
+    if (rc == 0 && step != SQLITE_DONE) rc = keng_store_errno(step);
+    sqlite3_reset(s);
+    if (rc) {
+        cJSON_Delete(arr);
+        return rc;
+    }
+    *items = arr;
+    return 0;
+}
+
+int keng_outbox_redeliver(keng_store *st, const char *alert_id)
+{
+    if (!alert_id) return -EINVAL;
+    sqlite3_stmt *s = keng_store_stmt(
+        st, "UPDATE deliveries SET status = 'pending', attempts = 0, next_at = 0"
+            " WHERE alert_id = ?1 AND status = 'dead'");
+    if (!s) return -EIO;
+    sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_STATIC);
+    int rc = step_done(st, s);
+    return rc ? rc : sqlite3_changes(keng_store_db(st));
+}
+
+int64_t keng_outbox_next_due(keng_store *st, int64_t now)
+{
+    sqlite3_stmt *s = keng_store_stmt(
+        st, "SELECT MIN(next_at) FROM deliveries WHERE status = 'pending' AND next_at > ?1");
+    if (!s) return -EIO;
+    sqlite3_bind_int64(s, 1, now);
+    int64_t v = 0;
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) v = sqlite3_column_int64(s, 0);
+    sqlite3_reset(s);
+    if (rc != SQLITE_ROW) return keng_store_errno(rc);
+    return v;
+}
