@@ -17,6 +17,7 @@ static void api_healthz(keng_call *c);
 static void api_metrics(keng_call *c);
 static void api_tokens_create(keng_call *c);
 
+/* The same path may repeat with other methods; a path's routes stay together. */
 #define R(m, p, fn, roles, ...)                                                                    \
     {m, p, &(const keng_api_route){fn, roles, __VA_ARGS__}}
 static const keng_route routes[] = {
@@ -33,6 +34,24 @@ static const keng_route routes[] = {
     R("POST", "/v1/members", keng_api_members_create, KENG_ROLES_STAFF, 0, NULL),
     R("GET", "/v1/members/:id", keng_api_members_get, KENG_ROLES_READ, 0, NULL),
     R("PUT", "/v1/members/:id", keng_api_members_put, KENG_ROLES_STAFF, 0, NULL),
+    R("GET", "/v1/alerts", keng_api_alerts_list, KENG_ROLES_READ, 0, NULL),
+    R("POST", "/v1/alerts", keng_api_alerts_create, KENG_ROLES_STAFF, 0, NULL),
+    R("GET", "/v1/alerts/:id", keng_api_alerts_get, KENG_ROLES_READ, 0, NULL),
+    R("PATCH", "/v1/alerts/:id", keng_api_alerts_patch, KENG_ROLES_STAFF, 0, NULL),
+    R("POST", "/v1/alerts/:id/publish", keng_api_alerts_publish, KENG_ROLES_STAFF, 0, NULL),
+    R("POST", "/v1/alerts/:id/resolve", keng_api_alerts_resolve, KENG_ROLES_STAFF, 0, NULL),
+    R("POST", "/v1/alerts/:id/cancel", keng_api_alerts_cancel, KENG_ROLES_STAFF, 0, NULL),
+    R("GET", "/v1/alerts/:id/preview", keng_api_alerts_preview, KENG_ROLES_READ, 0, NULL),
+    R("GET", "/v1/alerts/:id/deliveries", keng_api_alerts_deliveries, KENG_ROLES_READ, 0, NULL),
+    R("POST", "/v1/alerts/:id/redeliver", keng_api_alerts_redeliver, KENG_ROLES_STAFF, 0, NULL),
+    R("GET", "/v1/alerts/:id/events", keng_api_alerts_events, KENG_ROLES_READ, 0, NULL),
+    R("GET", "/v1/alerts/:id/replies", keng_api_alerts_replies, KENG_ROLES_READ, 0, NULL),
+    R("GET", "/v1/audit", keng_api_audit_list, KENG_ROLES_STAFF, 0, NULL),
+    R("GET", "/v1/audit/verify", keng_api_audit_verify, KENG_ROLES_STAFF, 0, NULL),
+    R("GET", "/r/:token", keng_api_reply_page, 0, 0, NULL),
+    R("POST", "/r/:token/replies", keng_api_reply_post, 0, 64 * 1024, NULL),
+    R("GET", "/l/:token", keng_api_relay_page, 0, 0, NULL),
+    R("POST", "/l/:token/relay", keng_api_relay_post, 0, 64 * 1024, NULL),
 };
 #undef R
 
@@ -195,7 +214,8 @@ cJSON *keng_api_json_body(keng_call *c)
         }
     }
     const char *end = NULL;
-    cJSON *j = cJSON_ParseWithLengthOpts(body, len, &end, 1);
+    /* len + 1: the body buffer is NUL-terminated, and cJSON checks the NUL after the value. */
+    cJSON *j = memchr(body, 0, len) ? NULL : cJSON_ParseWithLengthOpts(body, len + 1, &end, 1);
     if (!j) {
         size_t off = end ? (size_t)(end - body) : 0;
         keng_http_respond_error(c->req, 400, "invalid_json",
@@ -286,7 +306,6 @@ static void api_healthz(keng_call *c)
     keng_http_respond(c->req, 200, "application/json", ok, sizeof ok - 1);
 }
 
-int keng_api_fanout_metrics(keng_app *app, keng_buf *out);
 
 static void api_metrics(keng_call *c)
 {
@@ -304,7 +323,6 @@ static void api_metrics(keng_call *c)
                            keng_buf_steal(&out), n);
 }
 
-int keng_api_group_exists(keng_app *app, const char *id);
 
 static void api_tokens_create(keng_call *c)
 {

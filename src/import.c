@@ -112,7 +112,8 @@ static void check_file(keng_import_report *r, ifile *f, const char *dir)
         return;
     }
     const char *end = NULL;
-    f->group = cJSON_ParseWithLengthOpts(f->text, len, &end, 1);
+    /* len + 1: cJSON wants to see the terminating NUL when the end must be clean. */
+    f->group = memchr(f->text, 0, len) ? NULL : cJSON_ParseWithLengthOpts(f->text, len + 1, &end, 1);
     if (!f->group) {
         int line = 1;
         for (const char *q = f->text; end && q < end; q++) line += *q == '\n';

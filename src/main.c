@@ -4,6 +4,7 @@
 #include "keng/app.h"
 #include "keng/import.h"
 #include "keng/log.h"
+#include "keng/publish.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -136,7 +137,8 @@ int main(int argc, char **argv)
         return 1;
     }
     if ((rc = keng_auth_load_secret(cfg.data_dir, app.secret)) ||
-        (rc = keng_auth_ensure_admin(app.store, cfg.data_dir))) {
+        (rc = keng_auth_ensure_admin(app.store, cfg.data_dir)) ||
+        (rc = keng_publish_init(app.store, app.secret))) {
         fprintf(stderr, "kengd: cannot set up tokens in %s: %s\n", cfg.data_dir, strerror(-rc));
         return 1;
     }

@@ -92,6 +92,7 @@ static const char *const migrations[] = {
     "  delivered_at INTEGER, latency_ms INTEGER);"
     "CREATE INDEX deliveries_due ON deliveries(status, next_at);"
     "CREATE INDEX deliveries_alert ON deliveries(alert_id, status);"
+    "CREATE INDEX deliveries_recipient ON deliveries(alert_id, recipient);"
     "CREATE TABLE replies ("
     "  id INTEGER PRIMARY KEY, alert_id TEXT NOT NULL, member_id TEXT NOT NULL,"
     "  kind TEXT NOT NULL, text TEXT NOT NULL DEFAULT '', created_at INTEGER NOT NULL);"

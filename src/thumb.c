@@ -214,6 +214,25 @@ int keng_thumb_probe(const unsigned char *data, size_t len, keng_thumb_info *out
     return rc;
 }
 
+/* The thumbnail's size in stored orientation: longest side max_side, aspect kept, never larger
+ * than the original (an upscaled thumbnail only costs bytes). */
+static void fit(int w, int h, int max_side, int *tw, int *th)
+{
+    int lng = w > h ? w : h;
+    if (lng <= max_side) {
+        *tw = w;
+        *th = h;
+    } else if (w >= h) {
+        *tw = max_side;
+        *th = (int)(((int64_t)h * max_side + w / 2) / w);
+    } else {
+        *th = max_side;
+        *tw = (int)(((int64_t)w * max_side + h / 2) / h);
+    }
+    if (*tw < 1) *tw = 1;
+    if (*th < 1) *th = 1;
+}
+
 /* The smallest DCT scaling factor whose output still covers tw x th, so the area filter after it
  * always shrinks (never enlarges) and has real pixels to average. */
 static tjscalingfactor pick_scale(int w, int h, int tw, int th)
@@ -267,19 +286,7 @@ static int decode_jpeg(const unsigned char *d, size_t n, int max_side, image *ou
         rc = -EBADMSG;
         goto done;
     }
-    int lng = w > h ? w : h;
-    if (lng <= max_side) {
-        *tw = w;
-        *th = h;
-    } else if (w >= h) {
-        *tw = max_side;
-        *th = (int)(((int64_t)h * max_side + w / 2) / w);
-    } else {
-        *th = max_side;
-        *tw = (int)(((int64_t)w * max_side + h / 2) / h);
-    }
-    if (*tw < 1) *tw = 1;
-    if (*th < 1) *th = 1;
+    fit(w, h, max_side, tw, th);
 
     tjscalingfactor sf = pick_scale(w, h, *tw, *th);
     int pf = TJPF_RGB;
@@ -329,19 +336,7 @@ static int decode_png(const unsigned char *d, size_t n, int max_side, image *out
         return rc;
     }
     int w = *ow, h = *oh;
-    int lng = w > h ? w : h;
-    if (lng <= max_side) {
-        *tw = w;
-        *th = h;
-    } else if (w >= h) {
-        *tw = max_side;
-        *th = (int)(((int64_t)h * max_side + w / 2) / w);
-    } else {
-        *th = max_side;
-        *tw = (int)(((int64_t)w * max_side + h / 2) / h);
-    }
-    if (*tw < 1) *tw = 1;
-    if (*th < 1) *th = 1;
+    fit(w, h, max_side, tw, th);
     /* Screenshots are mostly colour; a grey PNG stays grey (smaller thumbnail, same look). */
     int grey = !(im.format & PNG_FORMAT_FLAG_COLOR);
     im.format = grey ? PNG_FORMAT_GRAY : PNG_FORMAT_RGB;

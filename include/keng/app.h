@@ -77,8 +77,9 @@ void keng_api_field_error(keng_call *c, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Reads limit/offset query parameters (defaults 50/0, limit ≤ 1000). -1 after answering 400. */
 int keng_api_paging(keng_call *c, int *limit, int *offset);
-/* Prometheus text for /metrics. */
+/* Prometheus text for /metrics: the HTTP part, and the fan-out engine's. */
 int keng_api_metrics(keng_app *app, keng_buf *out);
+int keng_api_fanout_metrics(keng_app *app, keng_buf *out);
 
 void keng_api_observe(keng_app *app, keng_http_server *s);
 
@@ -104,5 +105,30 @@ void keng_api_members_list(keng_call *c);
 void keng_api_members_create(keng_call *c);
 void keng_api_members_get(keng_call *c);
 void keng_api_members_put(keng_call *c);
+void keng_api_alerts_create(keng_call *c);
+void keng_api_alerts_list(keng_call *c);
+void keng_api_alerts_get(keng_call *c);
+void keng_api_alerts_patch(keng_call *c);
+void keng_api_alerts_publish(keng_call *c);
+void keng_api_alerts_resolve(keng_call *c);
+void keng_api_alerts_cancel(keng_call *c);
+void keng_api_alerts_preview(keng_call *c);
+void keng_api_alerts_deliveries(keng_call *c);
+void keng_api_alerts_redeliver(keng_call *c);
+void keng_api_alerts_events(keng_call *c);
+void keng_api_alerts_replies(keng_call *c);
+void keng_api_audit_list(keng_call *c);
+void keng_api_audit_verify(keng_call *c);
+void keng_api_reply_page(keng_call *c);
+void keng_api_reply_post(keng_call *c);
+void keng_api_relay_page(keng_call *c);
+void keng_api_relay_post(keng_call *c);
+
+/* Shared between resource files. */
+int keng_api_group_exists(keng_app *app, const char *id);
+/* An alert's deliveries or replies changed: wake its live viewers (throttled). */
+void keng_api_alert_changed(keng_app *app, const char *alert_id);
+/* Per group and in total: recipients, held, delivered, seen, replied, relay times. */
+cJSON *keng_api_alert_reach(keng_app *app, const char *alert_id);
 
 #endif

@@ -1,0 +1,435 @@
+/* Personal links: a leader's relay page /l/TOKEN and a household's reply page /r/TOKEN.
+ * A token names one recipient of one alert; it is found by its SHA-256 (recipients.rtoken)
+ * and stops working for replies and relays when the alert is closed. */
+#include "keng/alert_view.h"
+#include "keng/app.h"
+#include "keng/audit.h"
+#include "keng/fanout.h"
+#include "keng/log.h"
+#include "keng/norm.h"
+#include "keng/publish.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+typedef struct link_target {
+    char alert_id[64], member_id[128], via_group[128], role[16], state[16];
+    char member_name[256], lang[8];
+    char status[16];
+    int revision;
+    int64_t created_at, published_at, updated_at;
+    cJSON *doc;
+} link_target;
+
+static int valid_token(const char *t)
+{
+    if (strlen(t) != KENG_TOKEN_LEN) return 0;
+    for (const char *p = t; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) return 0;
+    return 1;
+}
+
+/* Finds the recipient behind the token of kind ('r' or 'l'); answers 404 when unknown. */
+static int link_find(keng_call *c, char kind, link_target *t)
+{
+    memset(t, 0, sizeof *t);
+    const char *tok = c->m.params[0];
+    char hash[65];
+    if (!valid_token(tok)) goto unknown;
+    keng_sha256_hex(tok, KENG_TOKEN_LEN, hash);
+    sqlite3_stmt *s = keng_store_stmt(
+        c->app->store,
+        "SELECT r.alert_id, r.member_id, r.via_group, r.role, r.state, m.name, m.lang,"
+        " a.status, a.revision, a.doc, a.created_at, coalesce(a.published_at, 0), a.updated_at"
+        " FROM recipients r JOIN members m ON m.id = r.member_id JOIN alerts a ON a.id = r.alert_id"
+        " WHERE r.rtoken = ?1");
+    if (!s) goto unknown;
+    sqlite3_bind_text(s, 1, hash, -1, SQLITE_TRANSIENT);
+    int found = 0;
+    if (sqlite3_step(s) == SQLITE_ROW) {
+        found = 1;
+        snprintf(t->alert_id, sizeof t->alert_id, "%s", keng_store_text(s, 0));
+        snprintf(t->member_id, sizeof t->member_id, "%s", keng_store_text(s, 1));
+        snprintf(t->via_group, sizeof t->via_group, "%s", keng_store_text(s, 2));
+        snprintf(t->role, sizeof t->role, "%s", keng_store_text(s, 3));
+        snprintf(t->state, sizeof t->state, "%s", keng_store_text(s, 4));
+        snprintf(t->member_name, sizeof t->member_name, "%s", keng_store_text(s, 5));
+        snprintf(t->lang, sizeof t->lang, "%s", keng_store_text(s, 6));
+        snprintf(t->status, sizeof t->status, "%s", keng_store_text(s, 7));
+        t->revision = sqlite3_column_int(s, 8);
+        t->doc = cJSON_Parse(keng_store_text(s, 9));
+        t->created_at = sqlite3_column_int64(s, 10);
+        t->published_at = sqlite3_column_int64(s, 11);
+        t->updated_at = sqlite3_column_int64(s, 12);
+    }
+    sqlite3_reset(s);
+    /* The token must be of the kind of link it is used as (a reply token is no relay token). */
+    char expect[KENG_TOKEN_LEN + 1];
+    if (found) {
+        keng_auth_link_token(c->app->secret, kind, t->alert_id, t->member_id, expect);
+        if (t->doc && keng_auth_equal(expect, tok)) return 0;
+    }
+    cJSON_Delete(t->doc);
+    t->doc = NULL;
+unknown:
+    keng_http_respond_error(c->req, 404, "unknown_link",
+                            "this link is not valid; use the link from your message");
+    return -1;
+}
+
+static int is_closed(const link_target *t)
+{
+    return strcmp(t->status, "published") != 0;
+}
+
+static cJSON *page_data(keng_call *c, const link_target *t)
+{
+    keng_alert_meta m = {t->alert_id, t->status, t->revision, t->created_at, t->published_at,
+                         t->updated_at};
+    cJSON *view = keng_alert_view(&m, t->doc);
+    const char *lang = strcmp(t->lang, "en") == 0 ? "en" : "vi";
+    keng_tpl_ctx tc = {.event = "alert", .lang = lang, .ward_name = c->app->cfg->ward_name,
+                       .ward_phone = c->app->cfg->ward_phone, .public_url = c->app->cfg->public_url,
+                       .tz_offset_min = c->app->cfg->tz_offset_min, .link_kind = ""};
+    cJSON *d = keng_alert_tpl_data(view, &tc);
+    keng_publish_ctx pc = {c->app->store, c->app->templates, c->app->cfg, c->app->secret,
+                           keng_time_now()};
+    keng_buf text;
+    keng_buf_init(&text, 0);
+    if (keng_publish_render(&pc, view, "alert", lang, NULL, "", NULL, &text) == 0 && text.data)
+        cJSON_AddStringToObject(d, "text", text.data);
+    keng_buf_free(&text);
+    cJSON_Delete(view);
+    cJSON *rcp = cJSON_GetObjectItemCaseSensitive(d, "recipient");
+    cJSON_AddStringToObject(rcp, "name", t->member_name);
+    cJSON_AddBoolToObject(d, "closed", is_closed(t));
+    return d;
+}
+
+static void respond_page(keng_call *c, const char *tpl, cJSON *data, int status)
+{
+    keng_buf out;
+    keng_buf_init(&out, 4 << 20);
+    int rc = keng_tplset_render_file(c->app->templates, tpl, data, &out);
+    cJSON_Delete(data);
+    if (rc) {
+        keng_buf_free(&out);
+        keng_http_respond_error(c->req, 500, "render_failed", "the page could not be rendered");
+        return;
+    }
+    keng_http_add_header(c->req, "Cache-Control", "no-store");
+    keng_http_add_header(c->req, "Referrer-Policy", "no-referrer");
+    keng_http_add_header(c->req, "X-Content-Type-Options", "nosniff");
+    size_t n = out.len;
+    keng_http_respond_take(c->req, status, "text/html; charset=utf-8", keng_buf_steal(&out), n);
+}
+
+/* ---- reply page ---- */
+
+void keng_api_reply_page(keng_call *c)
+{
+    link_target t;
+    if (link_find(c, 'r', &t)) return;
+    if (strcmp(t.state, "held") == 0) {
+        /* Not reached yet (the leader has not relayed): the link cannot be known either. */
+    }
+    sqlite3_stmt *s = keng_store_stmt(c->app->store,
+                                      "UPDATE recipients SET seen_at = ?3 WHERE alert_id = ?1"
+                                      " AND member_id = ?2 AND seen_at IS NULL");
+    if (s) {
+        sqlite3_bind_text(s, 1, t.alert_id, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(s, 2, t.member_id, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(s, 3, keng_time_now());
+        sqlite3_step(s);
+        sqlite3_reset(s);
+        if (sqlite3_changes(keng_store_db(c->app->store)) > 0)
+            keng_api_alert_changed(c->app, t.alert_id);
+    }
+    cJSON *d = page_data(c, &t);
+    char url[KENG_ROUTE_PARAM_LEN + 64];
+    snprintf(url, sizeof url, "/r/%s/replies", c->m.params[0]);
+    cJSON_AddStringToObject(d, "reply_post_url", url);
+    char q[16];
+    cJSON_AddBoolToObject(d, "replied",
+                          keng_http_query_param(c->req, "sent", q, sizeof q) == 0);
+    respond_page(c, "web/reply.html.mustache", d, 200);
+    cJSON_Delete(t.doc);
+}
+
+/* A plain form post (application/x-www-form-urlencoded) as a JSON object of strings. */
+static cJSON *form_body(keng_call *c)
+{
+    size_t len;
+    const char *b = keng_http_req_body(c->req, &len);
+    cJSON *o = cJSON_CreateObject();
+    const char *p = b, *end = b + len;
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *seg_end = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(seg_end - p));
+        char key[64], *val = malloc((size_t)(seg_end - p) + 1);
+        if (!val) break;
+        if (eq && keng_http_urldecode(p, (size_t)(eq - p), key, sizeof key, 1) == 0 &&
+            keng_http_urldecode(eq + 1, (size_t)(seg_end - eq - 1), val, (size_t)(seg_end - p) + 1,
+                                1) == 0) {
+            cJSON_DeleteItemFromObjectCaseSensitive(o, key);
+            cJSON_AddStringToObject(o, key, val);
+        }
+        free(val);
+        p = seg_end + 1;
+    }
+    return o;
+}
+
+static int is_form(keng_call *c)
+{
+    const char *ct = keng_http_req_header(c->req, "content-type");
+    return ct && strncasecmp(ct, "application/x-www-form-urlencoded", 33) == 0;
+}
+
+void keng_api_reply_post(keng_call *c)
+{
+    int form = is_form(c);
+    cJSON *body = form ? form_body(c) : keng_api_json_body(c);
+    if (!body) return;
+    link_target t;
+    if (link_find(c, 'r', &t)) {
+        cJSON_Delete(body);
+        return;
+    }
+    const char *kind = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(body, "kind"));
+    const cJSON *text = cJSON_GetObjectItemCaseSensitive(body, "text");
+    if (is_closed(&t)) {
+        keng_http_respond_error(c->req, 410, "alert_closed",
+                                "this alert is closed; thank you, no more replies are needed");
+    } else if (!kind || (strcmp(kind, "tip") && strcmp(kind, "nothing_seen") &&
+                         strcmp(kind, "footage"))) {
+        keng_api_field_error(c, "kind", "kind must be tip, nothing_seen or footage");
+    } else if (text && (!cJSON_IsString(text) || strlen(text->valuestring) > 4000 ||
+                        !keng_utf8_valid(text->valuestring, strlen(text->valuestring)))) {
+        keng_api_field_error(c, "text", "text must be at most 4000 bytes of UTF-8");
+    } else if (!strcmp(kind, "tip") && (!text || !*text->valuestring)) {
+        keng_api_field_error(c, "text", "a tip needs some text: what, where, when");
+    } else {
+        keng_store *st = c->app->store;
+        int64_t now = keng_time_now(), id = 0;
+        int rc = keng_store_begin(st);
+        sqlite3_stmt *s = keng_store_stmt(st, "INSERT INTO replies(alert_id, member_id, kind, text,"
+                                              " created_at) VALUES (?,?,?,?,?)");
+        if (!rc && s) {
+            sqlite3_bind_text(s, 1, t.alert_id, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_text(s, 2, t.member_id, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_text(s, 3, kind, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_text(s, 4, text ? text->valuestring : "", -1, SQLITE_TRANSIENT);
+            sqlite3_bind_int64(s, 5, now);
+            rc = sqlite3_step(s) == SQLITE_DONE ? 0 : -EIO;
+            sqlite3_reset(s);
+            id = sqlite3_last_insert_rowid(keng_store_db(st));
+        }
+        s = keng_store_stmt(st, "UPDATE recipients SET replied_at = ?3,"
+                                " seen_at = coalesce(seen_at, ?3) WHERE alert_id = ?1 AND member_id = ?2");
+        if (!rc && s) {
+            sqlite3_bind_text(s, 1, t.alert_id, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_text(s, 2, t.member_id, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_int64(s, 3, now);
+            rc = sqlite3_step(s) == SQLITE_DONE ? 0 : -EIO;
+            sqlite3_reset(s);
+        }
+        if (!rc) rc = keng_store_commit(st);
+        else keng_store_rollback(st);
+        if (rc) {
+            keng_http_respond_error(c->req, 500, "internal", "your reply could not be stored; try again");
+        } else {
+            /* The audit names the reply, not who sent it: sources stay confidential. */
+            cJSON *d = cJSON_CreateObject();
+            cJSON_AddNumberToObject(d, "reply", (double)id);
+            cJSON_AddStringToObject(d, "kind", kind);
+            keng_audit_append(st, "household", "reply.create", t.alert_id, d);
+            keng_api_alert_changed(c->app, t.alert_id);
+            if (form) {
+                char loc[KENG_ROUTE_PARAM_LEN + 64];
+                snprintf(loc, sizeof loc, "/r/%s?sent=1", c->m.params[0]);
+                keng_http_add_header(c->req, "Location", loc);
+                keng_http_respond(c->req, 303, "text/plain; charset=utf-8", "", 0);
+            } else {
+                cJSON *out = cJSON_CreateObject();
+                cJSON_AddNumberToObject(out, "id", (double)id);
+                cJSON_AddStringToObject(out, "kind", kind);
+                cJSON_AddStringToObject(out, "message", "Cảm ơn bạn! / Thank you!");
+                keng_http_respond_json(c->req, 201, out);
+            }
+        }
+    }
+    cJSON_Delete(t.doc);
+    cJSON_Delete(body);
+}
+
+/* ---- leader relay ---- */
+
+static int household_count(keng_store *st, const char *alert_id, const char *leader)
+{
+    sqlite3_stmt *s = keng_store_stmt(
+        st, "SELECT count(*) FROM recipients r JOIN relays l ON l.alert_id = r.alert_id"
+            " AND l.group_id = r.via_group WHERE r.alert_id = ?1 AND l.leader_id = ?2"
+            " AND r.state = 'held'");
+    if (!s) return 0;
+    sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 2, leader, -1, SQLITE_TRANSIENT);
+    int n = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int(s, 0) : 0;
+    sqlite3_reset(s);
+    return n;
+}
+
+static int64_t relayed_at(keng_store *st, const char *alert_id, const char *leader, int *waiting)
+{
+    sqlite3_stmt *s = keng_store_stmt(
+        st, "SELECT max(relayed_at), sum(state = 'waiting') FROM relays"
+            " WHERE alert_id = ?1 AND leader_id = ?2");
+    int64_t at = 0;
+    *waiting = 0;
+    if (!s) return 0;
+    sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 2, leader, -1, SQLITE_TRANSIENT);
+    if (sqlite3_step(s) == SQLITE_ROW) {
+        at = sqlite3_column_int64(s, 0);
+        *waiting = sqlite3_column_int(s, 1);
+    }
+    sqlite3_reset(s);
+    return at;
+}
+
+void keng_api_relay_page(keng_call *c)
+{
+    link_target t;
+    if (link_find(c, 'l', &t)) return;
+    cJSON *d = page_data(c, &t);
+    char url[KENG_ROUTE_PARAM_LEN + 64];
+    snprintf(url, sizeof url, "/l/%s/relay", c->m.params[0]);
+    cJSON_AddStringToObject(d, "relay_post_url", url);
+    cJSON_AddNumberToObject(d, "household_count", household_count(c->app->store, t.alert_id, t.member_id));
+    int waiting;
+    int64_t at = relayed_at(c->app->store, t.alert_id, t.member_id, &waiting);
+    if (at && !waiting) {
+        char local[KENG_TIME_LOCAL_MAX];
+        if (keng_time_format_local(at, c->app->cfg->tz_offset_min, local, sizeof local) == 0)
+            cJSON_AddStringToObject(d, "relayed_at_local", local);
+    }
+    respond_page(c, "web/relay.html.mustache", d, 200);
+    cJSON_Delete(t.doc);
+}
+
+/* Relays every waiting group of a leader (or, from the timeout, one group). */
+int keng_api_relay_groups(keng_app *app, const char *alert_id, const char *leader,
+                          const char *only_group, const char *note, const char *by, int *households)
+{
+    keng_store *st = app->store;
+    sqlite3_stmt *s = keng_store_stmt(
+        st, "SELECT group_id FROM relays WHERE alert_id = ?1 AND state = 'waiting'"
+            " AND (?2 IS NULL OR leader_id = ?2) AND (?3 IS NULL OR group_id = ?3)");
+    if (!s) return -EIO;
+    sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_TRANSIENT);
+    if (leader) sqlite3_bind_text(s, 2, leader, -1, SQLITE_TRANSIENT);
+    if (only_group) sqlite3_bind_text(s, 3, only_group, -1, SQLITE_TRANSIENT);
+    cJSON *groups = cJSON_CreateArray();
+    while (sqlite3_step(s) == SQLITE_ROW)
+        cJSON_AddItemToArray(groups, cJSON_CreateString(keng_store_text(s, 0)));
+    sqlite3_reset(s);
+    *households = 0;
+    int rc = 0, done = 0;
+    s = keng_store_stmt(st, "SELECT status, revision, doc, created_at, coalesce(published_at, 0),"
+                            " updated_at FROM alerts WHERE id = ?");
+    cJSON *view = NULL;
+    if (s) {
+        sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_TRANSIENT);
+        if (sqlite3_step(s) == SQLITE_ROW) {
+            cJSON *doc = cJSON_Parse(keng_store_text(s, 2));
+            char status[16];
+            snprintf(status, sizeof status, "%s", keng_store_text(s, 0));
+            keng_alert_meta m = {alert_id, status, sqlite3_column_int(s, 1),
+                                 sqlite3_column_int64(s, 3), sqlite3_column_int64(s, 4),
+                                 sqlite3_column_int64(s, 5)};
+            if (doc) view = keng_alert_view(&m, doc);
+            cJSON_Delete(doc);
+        }
+        sqlite3_reset(s);
+    }
+    if (!view) rc = -ENOENT;
+    int revision = view ? (int)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(view, "revision")) : 0;
+    keng_publish_ctx pc = {st, app->templates, app->cfg, app->secret, keng_time_now()};
+    for (const cJSON *g = groups->child; g && !rc; g = g->next) {
+        keng_publish_stats ps;
+        rc = keng_publish_relay(&pc, alert_id, g->valuestring, revision, view, note, by, &ps);
+        if (rc == -EALREADY) {
+            rc = 0;
+            continue;
+        }
+        if (!rc) {
+            *households += ps.recipients;
+            done++;
+            cJSON *d = cJSON_CreateObject();
+            cJSON_AddStringToObject(d, "group", g->valuestring);
+            cJSON_AddNumberToObject(d, "households", ps.recipients);
+            cJSON_AddNumberToObject(d, "deliveries", ps.deliveries);
+            if (note && *note) cJSON_AddBoolToObject(d, "note", 1);
+            keng_audit_append(st, by, strcmp(by, "keng") ? "relay.leader" : "relay.timeout",
+                              alert_id, d);
+        }
+    }
+    cJSON_Delete(groups);
+    cJSON_Delete(view);
+    if (done) {
+        if (app->fanout) keng_fanout_kick(app->fanout);
+        keng_api_alert_changed(app, alert_id);
+    }
+    return rc ? rc : done;
+}
+
+void keng_api_relay_post(keng_call *c)
+{
+    int form = is_form(c);
+    size_t len;
+    keng_http_req_body(c->req, &len);
+    cJSON *body = form ? form_body(c) : len ? keng_api_json_body(c) : cJSON_CreateObject();
+    if (!body) return;
+    link_target t;
+    if (link_find(c, 'l', &t)) {
+        cJSON_Delete(body);
+        return;
+    }
+    const cJSON *note = cJSON_GetObjectItemCaseSensitive(body, "note");
+    int waiting;
+    relayed_at(c->app->store, t.alert_id, t.member_id, &waiting);
+    if (is_closed(&t)) {
+        keng_http_respond_error(c->req, 410, "alert_closed", "this alert is closed; nothing to pass on");
+    } else if (note && (!cJSON_IsString(note) || strlen(note->valuestring) > 1000 ||
+                        !keng_utf8_valid(note->valuestring, strlen(note->valuestring)))) {
+        keng_api_field_error(c, "note", "note must be at most 1000 bytes of text");
+    } else if (!waiting) {
+        keng_http_respond_error(c->req, 409, "already_relayed",
+                                "this alert was passed on already; nothing more to do");
+    } else {
+        int households = 0;
+        char by[200];
+        snprintf(by, sizeof by, "leader:%s", t.member_id);
+        int rc = keng_api_relay_groups(c->app, t.alert_id, t.member_id, NULL,
+                                       note ? note->valuestring : NULL, by, &households);
+        if (rc < 0) {
+            keng_http_respond_error(c->req, 500, "internal", "the relay could not be stored; try again");
+        } else if (form) {
+            char loc[KENG_ROUTE_PARAM_LEN + 64];
+            snprintf(loc, sizeof loc, "/l/%s", c->m.params[0]);
+            keng_http_add_header(c->req, "Location", loc);
+            keng_http_respond(c->req, 303, "text/plain; charset=utf-8", "", 0);
+        } else {
+            cJSON *out = cJSON_CreateObject();
+            cJSON_AddNumberToObject(out, "groups", rc);
+            cJSON_AddNumberToObject(out, "households", households);
+            keng_http_respond_json(c->req, 200, out);
+        }
+    }
+    cJSON_Delete(t.doc);
+    cJSON_Delete(body);
+}

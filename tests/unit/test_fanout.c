@@ -1,0 +1,642 @@
+/* Fan-out engine against fake peers on 127.0.0.1: webhook semantics (signature, idempotency
+ * key, retries, Retry-After, dead, timeouts, refused connections, oversize responses), Zalo OA,
+ * Telegram, SMTP, the file channel, contact fallback, recovery and shutdown. */
+#include "test_fanout_util.h"
+
+static const char *PHOTOS = "[\"http://keng.test/t/m1.jpg\",\"http://keng.test/t/m2.jpg\"]";
+
+static keng_fanout_config base_cfg(fo_env *e)
+{
+    keng_fanout_config c;
+    memset(&c, 0, sizeof c);
+    c.data_dir = e->dir;
+    c.timeout_ms = 5000;
+    return c;
+}
+
+static int64_t webhook_row(fo_env *e, int port, const char *path, const char *recipient,
+                           int64_t msg)
+{
+    char addr[256];
+    snprintf(addr, sizeof addr,
+             "{\"type\":\"webhook\",\"url\":\"http://127.0.0.1:%d%s\",\"secret\":\"s3cr3t\"}",
+             port, path);
+    return fo_delivery(e, "A1", recipient, "webhook", addr, msg, "r");
+}
+
+/* Predicate: delivery *(int64_t *)arg has at least one attempt recorded. */
+static int tried(fo_env *e, void *arg)
+{
+    return fo_get(e, *(int64_t *)arg).attempts >= 1 &&
+           strcmp(fo_get(e, *(int64_t *)arg).status, "inflight") != 0;
+}
+
+static int final(fo_env *e, void *arg)
+{
+    fo_row r = fo_get(e, *(int64_t *)arg);
+    return strcmp(r.status, "delivered") == 0 || strcmp(r.status, "dead") == 0;
+}
+
+TEST(fanout_webhook_delivered_signed)
+{
+    fo_env e;
+    fo_env_init(&e);
+    int port = fo_peer(&e, "webhook", "--secret", "s3cr3t");
+    int64_t m = fo_message(&e, "A1", "alert", "webhook", "r", "Tìm người \"lạc\"\nHộ 7", PHOTOS,
+                           NULL, NULL);
+    int64_t d1 = webhook_row(&e, port, "/ok", "hh-1", m);
+    int64_t d2 = webhook_row(&e, port, "/ok", "hh-2", m);
+    keng_fanout_config c = base_cfg(&e);
+    fo_run run;
+    ASSERT(fo_run_engine(&e, &c, NULL, NULL, 5000, &run));
+    fo_row r = fo_get(&e, d1);
+    ASSERT_STR_EQ(r.status, "delivered");
+    ASSERT_EQ(r.attempts, 1);
+    ASSERT_EQ(r.last_code, 204);
+    ASSERT_GT(r.delivered_at, 0);
+    ASSERT_STR_EQ(fo_get(&e, d2).status, "delivered");
+    ASSERT_GT(run.changes, 0);
+    ASSERT_EQ(run.stats.delivered, 2);
+    char *log = fo_slurp(e.logs[0]);
+    ASSERT_EQ(fo_lines(log), 2);
+    int seen1 = 0;
+    for (int i = 0; i < 2; i++) {
+        cJSON *j = fo_line_json(log, i);
+        ASSERT_NOT_NULL(j);
+        ASSERT(cJSON_IsTrue(cJSON_GetObjectItem(j, "sig_ok")));
+        ASSERT_STR_EQ(cJSON_GetObjectItem(j, "content_type")->valuestring, "application/json");
+        const char *key = cJSON_GetObjectItem(j, "key")->valuestring;
+        cJSON *body = cJSON_GetObjectItem(j, "body");
+        ASSERT_STR_EQ(cJSON_GetObjectItem(body, "event")->valuestring, "alert");
+        ASSERT_STR_EQ(cJSON_GetObjectItem(body, "text")->valuestring, "Tìm người \"lạc\"\nHộ 7");
+        cJSON *alert = cJSON_GetObjectItem(body, "alert");
+        ASSERT_STR_EQ(cJSON_GetObjectItem(alert, "person_name")->valuestring, "Nguyễn Văn A");
+        ASSERT_EQ(cJSON_GetArraySize(cJSON_GetObjectItem(body, "photos")), 2);
+        ASSERT_NULL(cJSON_GetObjectItem(body, "relay_url"));
+        if (strcmp(key, "A1.1.hh-1.webhook") == 0) {
+            seen1 = 1;
+            ASSERT_STR_EQ(cJSON_GetObjectItem(body, "reply_url")->valuestring,
+                          "http://keng.test/r/A1-hh-1");
+        } else {
+            ASSERT_STR_EQ(key, "A1.1.hh-2.webhook");
+        }
+        cJSON_Delete(j);
+    }
+    ASSERT(seen1);
+    free(log);
+    fo_env_done(&e);
+}
+
+TEST(fanout_webhook_bad_signature_secret_is_detected)
+{
+    /* The receiver knows another secret: the signature must not verify (the check is real). */
+    fo_env e;
+    fo_env_init(&e);
+    int port = fo_peer(&e, "webhook", "--secret", "other");
+    int64_t m = fo_message(&e, "A1", "alert", "webhook", "l", "x", NULL, NULL, "ghi chú");
+    char addr[200];
+    snprintf(addr, sizeof addr,
+             "{\"type\":\"webhook\",\"url\":\"http://127.0.0.1:%d/ok\",\"secret\":\"s3cr3t\"}",
+             port);
+    fo_delivery(&e, "A1", "leader-1", "webhook", addr, m, "l");
+    keng_fanout_config c = base_cfg(&e);
+    ASSERT(fo_run_engine(&e, &c, NULL, NULL, 5000, NULL));
+    char *log = fo_slurp(e.logs[0]);
+    cJSON *j = fo_line_json(log, 0);
+    ASSERT_NOT_NULL(j);
+    ASSERT(cJSON_IsFalse(cJSON_GetObjectItem(j, "sig_ok")));
+    cJSON *body = cJSON_GetObjectItem(j, "body");
+    ASSERT_STR_EQ(cJSON_GetObjectItem(body, "relay_url")->valuestring,
+                  "http://keng.test/l/A1-leader-1");
+    ASSERT_STR_EQ(cJSON_GetObjectItem(body, "note")->valuestring, "ghi chú");
+    cJSON_Delete(j);
+    free(log);
+    fo_env_done(&e);
+}
+
+TEST(fanout_webhook_500_then_success)
+{
+    fo_env e;
+    fo_env_init(&e);
+    int port = fo_peer(&e, "webhook", "--secret", "s3cr3t");
+    int64_t m = fo_message(&e, "A1", "alert", "webhook", "r", "x", NULL, NULL, NULL);
+    int64_t d = webhook_row(&e, port, "/flaky/1", "hh-1", m);
+    keng_fanout_config c = base_cfg(&e);
+    c.backoff_base_ms = 1; /* the retry is due within a second */
+    ASSERT(fo_run_engine(&e, &c, final, &d, 8000, NULL));
+    fo_row r = fo_get(&e, d);
+    ASSERT_STR_EQ(r.status, "delivered");
+    ASSERT_EQ(r.attempts, 2);
+    ASSERT_EQ(r.last_code, 200);
+    ASSERT_STR_CONTAINS(r.last_error, "HTTP 500: try again"); /* the failure stays visible */
+    char *log = fo_slurp(e.logs[0]);
+    ASSERT_EQ(fo_lines(log), 2);
+    free(log);
+    fo_env_done(&e);
+}
+
+TEST(fanout_webhook_429_retry_after)
+{
+    fo_env e;
+    fo_env_init(&e);
+    int port = fo_peer(&e, "webhook", "--secret", "s3cr3t");
+    int64_t m = fo_message(&e, "A1", "alert", "webhook", "r", "x", NULL, NULL, NULL);
+    int64_t d = webhook_row(&e, port, "/ra/120", "hh-1", m);
+    int64_t before = (int64_t)time(NULL);
+    keng_fanout_config c = base_cfg(&e);
+    ASSERT(fo_run_engine(&e, &c, tried, &d, 5000, NULL));
+    fo_row r = fo_get(&e, d);
+    ASSERT_STR_EQ(r.status, "pending");
+    ASSERT_EQ(r.attempts, 1);
+    ASSERT_EQ(r.last_code, 429);
+    ASSERT_GE(r.next_at, before + 120);
+    ASSERT_LE(r.next_at, (int64_t)time(NULL) + 121);
+    cJSON *counts;
+    ASSERT_EQ(keng_outbox_counts(e.st, "A1", &counts), 0);
+    ASSERT_EQ(cJSON_GetObjectItem(counts, "failed")->valueint, 1);
+    ASSERT_EQ(cJSON_GetObjectItem(counts, "pending")->valueint, 1);
+    cJSON_Delete(counts);
+    fo_env_done(&e);
+}
+
+TEST(fanout_webhook_400_dead_not_retried)
+{
+    fo_env e;
+    fo_env_init(&e);
+    int port = fo_peer(&e, "webhook", "--secret", "s3cr3t");
+    int64_t m = fo_message(&e, "A1", "alert", "webhook", "r", "x", NULL, NULL, NULL);
+    int64_t d = webhook_row(&e, port, "/status/400", "hh-1", m);
+    keng_fanout_config c = base_cfg(&e);
+    c.backoff_base_ms = 1;
+    ASSERT(fo_run_engine(&e, &c, final, &d, 5000, NULL));
+    fo_row r = fo_get(&e, d);
+    ASSERT_STR_EQ(r.status, "dead");
+    ASSERT_EQ(r.attempts, 1);
+    ASSERT_EQ(r.last_code, 400);
+    ASSERT_STR_CONTAINS(r.last_error, "HTTP 400");
+    usleep(300 * 1000);
+    char *log = fo_slurp(e.logs[0]);
+    ASSERT_EQ(fo_lines(log), 1);
+    free(log);
+    fo_env_done(&e);
+}
+
+TEST(fanout_webhook_timeout_then_dead_at_max_attempts)
+{
+    fo_env e;
+    fo_env_init(&e);
+    int port = fo_peer(&e, "webhook", "--secret", "s3cr3t");
+    int64_t m = fo_message(&e, "A1", "alert", "webhook", "r", "x", NULL, NULL, NULL);
+    int64_t d = webhook_row(&e, port, "/hang", "hh-1", m);
+    keng_fanout_config c = base_cfg(&e);
+    c.timeout_ms = 300;
+    c.max_attempts = 2;
+    c.backoff_base_ms = 1;
+    fo_run run;
+    ASSERT(fo_run_engine(&e, &c, final, &d, 8000, &run));
+    fo_row r = fo_get(&e, d);
+    ASSERT_STR_EQ(r.status, "dead");
+    ASSERT_EQ(r.attempts, 2);
+    ASSERT_STR_CONTAINS(r.last_error, "gave up after 2 attempts");
+    ASSERT_STR_CONTAINS(r.last_error, "imed out");
+    ASSERT_EQ(run.stats.retried, 1);
+    fo_env_done(&e);
+}
+
+TEST(fanout_connection_refused_is_retried)
+{
+    fo_env e;
+    fo_env_init(&e);
+    int64_t m = fo_message(&e, "A1", "alert", "webhook", "r", "x", NULL, NULL, NULL);
+    int64_t d = webhook_row(&e, fo_dead_port(), "/ok", "hh-1", m);
+    keng_fanout_config c = base_cfg(&e);
+    c.backoff_base_ms = 1;
+    c.max_attempts = 3;
+    ASSERT(fo_run_engine(&e, &c, final, &d, 10000, NULL));
+    fo_row r = fo_get(&e, d);
+    ASSERT_STR_EQ(r.status, "dead");
+    ASSERT_EQ(r.attempts, 3);
+    ASSERT_EQ(r.last_code, 0);
+    ASSERT_STR_CONTAINS(r.last_error, "gave up after 3 attempts");
+    ASSERT_STR_CONTAINS(r.last_error, "onnect");
+    fo_env_done(&e);
+}
+
+TEST(fanout_webhook_big_response_is_cut)
+{
+    fo_env e;
+    fo_env_init(&e);
+    int port = fo_peer(&e, "webhook", "--secret", "s3cr3t");
+    int64_t m = fo_message(&e, "A1", "alert", "webhook", "r", "x", NULL, NULL, NULL);
+    int64_t ids[4];
+    for (int i = 0; i < 4; i++) {
+        char rec[16];
+        snprintf(rec, sizeof rec, "hh-%d", i);
+        ids[i] = webhook_row(&e, port, "/big", rec, m);
+    }
+    long rss0 = fo_maxrss_kb();
+    keng_fanout_config c = base_cfg(&e);
+    fo_run run;
+    ASSERT(fo_run_engine(&e, &c, tried, &ids[3], 8000, &run));
+    for (int i = 0; i < 4; i++) {
+        fo_row r = fo_get(&e, ids[i]);
+        ASSERT_STR_EQ(r.status, "pending"); /* a failed attempt, retried later */
+        ASSERT_EQ(r.attempts, 1);
+        ASSERT_STR_CONTAINS(r.last_error, "response too large");
+    }
+    /* 4 × 10 MB were offered; the engine keeps at most 64 KiB per transfer. */
+    ASSERT_LT(fo_maxrss_kb() - rss0, 8 * 1024);
+    fo_env_done(&e);
+}
+
+TEST(fanout_zalo_success_and_error)
+{
+    fo_env e;
+    fo_env_init(&e);
+    int port = fo_peer(&e, "zalo", "--token", "oa-token");
+    int64_t m = fo_message(&e, "A1", "alert", "zalo_oa", "r", "Cảnh báo: người già đi lạc",
+                           PHOTOS, NULL, NULL);
+    int64_t m2 = fo_message(&e, "A2", "alert", "zalo_oa", "", "Không ảnh", NULL, NULL, NULL);
+    int64_t ok = fo_delivery(&e, "A1", "hh-1", "zalo_oa",
+                             "{\"type\":\"zalo_oa\",\"user_id\":\"84901\"}", m, "r");
+    int64_t ok2 = fo_delivery(&e, "A2", "hh-1", "zalo_oa",
+                              "{\"type\":\"zalo_oa\",\"user_id\":\"84901\"}", m2, "");
+    int64_t bad = fo_delivery(&e, "A1", "hh-2", "zalo_oa",
+                              "{\"type\":\"zalo_oa\",\"user_id\":\"unfollowed-2\"}", m, "r");
+    int64_t rate = fo_delivery(&e, "A1", "hh-3", "zalo_oa",
+                               "{\"type\":\"zalo_oa\",\"user_id\":\"rate-3\"}", m, "r");
+    keng_fanout_config c = base_cfg(&e);
+    char base[64];
+    snprintf(base, sizeof base, "http://127.0.0.1:%d", port);
+    c.zalo_base_url = base;
+    c.zalo_access_token = "oa-token";
+    ASSERT(fo_run_engine(&e, &c, NULL, NULL, 5000, NULL));
+    ASSERT_STR_EQ(fo_get(&e, ok).status, "delivered");
+    ASSERT_STR_EQ(fo_get(&e, ok2).status, "delivered");
+    fo_row r = fo_get(&e, bad);
+    ASSERT_STR_EQ(r.status, "dead");
+    ASSERT_STR_EQ(r.last_error, "zalo_oa error -213: User has not followed OA");
+    r = fo_get(&e, rate);
+    ASSERT_STR_EQ(r.status, "pending");
+    ASSERT_GE(r.next_at, (int64_t)time(NULL) + 50);
+    char *log = fo_slurp(e.logs[0]);
+    ASSERT_EQ(fo_lines(log), 4);
+    int checked = 0;
+    for (int i = 0; i < 4; i++) {
+        cJSON *j = fo_line_json(log, i);
+        ASSERT_STR_EQ(cJSON_GetObjectItem(j, "path")->valuestring, "/v3.0/oa/message/cs");
+        ASSERT_STR_EQ(cJSON_GetObjectItem(j, "access_token")->valuestring, "oa-token");
+        cJSON *body = cJSON_GetObjectItem(j, "body");
+        const char *user =
+            cJSON_GetObjectItem(cJSON_GetObjectItem(body, "recipient"), "user_id")->valuestring;
+        cJSON *msg = cJSON_GetObjectItem(body, "message");
+        const char *text = cJSON_GetObjectItem(msg, "text")->valuestring;
+        cJSON *att = cJSON_GetObjectItem(msg, "attachment");
+        if (strcmp(user, "84901") == 0 && att) {
+            ASSERT_STR_EQ(text, "Cảnh báo: người già đi lạc\n\nhttp://keng.test/r/A1-hh-1");
+            ASSERT_STR_EQ(cJSON_GetObjectItem(att, "type")->valuestring, "template");
+            cJSON *pl = cJSON_GetObjectItem(att, "payload");
+            ASSERT_STR_EQ(cJSON_GetObjectItem(pl, "template_type")->valuestring, "media");
+            cJSON *el = cJSON_GetArrayItem(cJSON_GetObjectItem(pl, "elements"), 0);
+            ASSERT_STR_EQ(cJSON_GetObjectItem(el, "media_type")->valuestring, "image");
+            ASSERT_STR_EQ(cJSON_GetObjectItem(el, "url")->valuestring,
+                          "http://keng.test/t/m1.jpg");
+            checked++;
+        } else if (strcmp(user, "84901") == 0) {
+            ASSERT_STR_EQ(text, "Không ảnh");
+            checked++;
+        }
+        cJSON_Delete(j);
+    }
+    ASSERT_EQ(checked, 2);
+    free(log);
+    fo_env_done(&e);
+}
+
+TEST(fanout_telegram_photo_message_and_429)
+{
+    fo_env e;
+    fo_env_init(&e);
+    int port = fo_peer(&e, "telegram", "--token", "123:abc");
+    /* A caption longer than Telegram's 1024 characters: the channel cuts it. */
+    char longtext[3000];
+    size_t n = 0;
+    while (n + 3 < sizeof longtext - 1) n += (size_t)snprintf(longtext + n, 4, "ạ");
+    longtext[n] = 0;
+    int64_t mp = fo_message(&e, "A1", "alert", "telegram", "r", longtext, PHOTOS, NULL, NULL);
+    int64_t mt = fo_message(&e, "A2", "alert", "telegram", "r", "Chỉ chữ", NULL, NULL, NULL);
+    int64_t photo = fo_delivery(&e, "A1", "hh-1", "telegram",
+                                "{\"type\":\"telegram\",\"chat_id\":\"-100123\"}", mp, "r");
+    int64_t text = fo_delivery(&e, "A2", "hh-1", "telegram",
+                               "{\"type\":\"telegram\",\"chat_id\":-100123}", mt, "r");
+    int64_t flood = fo_delivery(&e, "A1", "hh-2", "telegram",
+                                "{\"type\":\"telegram\",\"chat_id\":\"flood\"}", mp, "r");
+    int64_t missing = fo_delivery(&e, "A1", "hh-3", "telegram",
+                                  "{\"type\":\"telegram\",\"chat_id\":\"missing\"}", mp, "r");
+    keng_fanout_config c = base_cfg(&e);
+    char base[64];
+    snprintf(base, sizeof base, "http://127.0.0.1:%d", port);
+    c.telegram_base_url = base;
+    c.telegram_bot_token = "123:abc";
+    int64_t before = (int64_t)time(NULL);
+    ASSERT(fo_run_engine(&e, &c, NULL, NULL, 5000, NULL));
+    ASSERT_STR_EQ(fo_get(&e, photo).status, "delivered");
+    ASSERT_STR_EQ(fo_get(&e, text).status, "delivered");
+    fo_row r = fo_get(&e, flood);
+    ASSERT_STR_EQ(r.status, "pending");
+    ASSERT_EQ(r.last_code, 429);
+    ASSERT_GE(r.next_at, before + 3);
+    ASSERT_STR_CONTAINS(r.last_error, "Too Many Requests");
+    r = fo_get(&e, missing);
+    ASSERT_STR_EQ(r.status, "dead");
+    ASSERT_STR_EQ(r.last_error, "telegram 400: Bad Request: chat not found");
+    char *log = fo_slurp(e.logs[0]);
+    int photos = 0, texts = 0;
+    for (int i = 0; i < fo_lines(log); i++) {
+        cJSON *j = fo_line_json(log, i);
+        const char *path = cJSON_GetObjectItem(j, "path")->valuestring;
+        cJSON *body = cJSON_GetObjectItem(j, "body");
+        cJSON *chat = cJSON_GetObjectItem(body, "chat_id");
+        if (strcmp(path, "/bot123:abc/sendPhoto") == 0 && cJSON_IsString(chat) &&
+            strcmp(chat->valuestring, "-100123") == 0) {
+            ASSERT_STR_EQ(cJSON_GetObjectItem(body, "photo")->valuestring,
+                          "http://keng.test/t/m1.jpg");
+            const char *cap = cJSON_GetObjectItem(body, "caption")->valuestring;
+            size_t chars = 0;
+            for (const char *p = cap; *p; p++) chars += ((unsigned char)*p & 0xC0) != 0x80;
+            ASSERT_EQ(chars, 1024);
+            photos++;
+        } else if (strcmp(path, "/bot123:abc/sendMessage") == 0) {
+            ASSERT(cJSON_IsNumber(chat));
+            ASSERT_STR_EQ(cJSON_GetObjectItem(body, "text")->valuestring,
+                          "Chỉ chữ\n\nhttp://keng.test/r/A2-hh-1");
+            texts++;
+        }
+        cJSON_Delete(j);
+    }
+    ASSERT_EQ(photos, 1);
+    ASSERT_EQ(texts, 1);
+    free(log);
+    fo_env_done(&e);
+}
+
+TEST(fanout_email_to_smtp_sink)
+{
+    fo_env e;
+    fo_env_init(&e);
+    int port = fo_peer(&e, "smtp_sink", NULL, NULL);
+    const char *subject = "[Khẩn] Tìm người già đi lạc ở Tổ liên gia số 7 – Khu phố 2, phường Hải "
+                          "Châu";
+    int64_t m = fo_message(&e, "A1", "alert", "email", "r", "Ông Nguyễn Văn A, 78 tuổi", PHOTOS,
+                           subject, NULL);
+    int64_t d = fo_delivery(&e, "A1", "hh-1", "email",
+                            "{\"type\":\"email\",\"address\":\"to-7@ward.test\"}", m, "r");
+    int64_t rej = fo_delivery(&e, "A1", "hh-2", "email",
+                              "{\"type\":\"email\",\"address\":\"reject@ward.test\"}", m, "r");
+    keng_fanout_config c = base_cfg(&e);
+    char url[64];
+    snprintf(url, sizeof url, "smtp://127.0.0.1:%d", port);
+    c.smtp_url = url;
+    c.smtp_from = "keng@ward.test";
+    ASSERT(fo_run_engine(&e, &c, NULL, NULL, 8000, NULL));
+    fo_row r = fo_get(&e, d);
+    ASSERT_STR_EQ(r.status, "delivered");
+    ASSERT_EQ(r.last_code, 250);
+    r = fo_get(&e, rej);
+    ASSERT_STR_EQ(r.status, "dead");
+    ASSERT_EQ(r.last_code, 550);
+    char *log = fo_slurp(e.logs[0]);
+    ASSERT_EQ(fo_lines(log), 1);
+    cJSON *j = fo_line_json(log, 0);
+    ASSERT_STR_EQ(cJSON_GetObjectItem(j, "subject")->valuestring, subject);
+    ASSERT_STR_EQ(cJSON_GetObjectItem(j, "from")->valuestring, "keng@ward.test");
+    ASSERT_STR_EQ(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "rcpt"), 0)->valuestring,
+                  "to-7@ward.test");
+    ASSERT_STR_EQ(cJSON_GetObjectItem(j, "content_type")->valuestring, "multipart/mixed");
+    ASSERT_STR_EQ(cJSON_GetObjectItem(j, "message_id")->valuestring,
+                  "<A1.1.hh-1.email@keng>");
+    ASSERT_STR_CONTAINS(cJSON_GetObjectItem(j, "text")->valuestring,
+                        "Ông Nguyễn Văn A, 78 tuổi\n\nhttp://keng.test/r/A1-hh-1");
+    ASSERT_STR_CONTAINS(cJSON_GetObjectItem(j, "html")->valuestring,
+                        "<a href=\"http://keng.test/r/A1-hh-1\">");
+    cJSON_Delete(j);
+    free(log);
+    fo_env_done(&e);
+}
+
+TEST(fanout_file_channel_lines)
+{
+    fo_env e;
+    fo_env_init(&e);
+    int64_t m = fo_message(&e, "A1", "alert", "file", "r", "Dòng 1\nDòng 2", PHOTOS, NULL, NULL);
+    for (int i = 0; i < 50; i++) {
+        char rec[16];
+        snprintf(rec, sizeof rec, "hh-%02d", i);
+        fo_delivery(&e, "A1", rec, "file", "{\"type\":\"file\"}", m, i == 0 ? "l" : "r");
+    }
+    keng_fanout_config c = base_cfg(&e);
+    ASSERT(fo_run_engine(&e, &c, NULL, NULL, 5000, NULL));
+    ASSERT_EQ(fo_count(&e, "status = 'delivered'"), 50);
+    char path[160];
+    snprintf(path, sizeof path, "%s/deliveries.jsonl", e.dir);
+    char *text = fo_slurp(path);
+    ASSERT_NOT_NULL(text);
+    ASSERT_EQ(fo_lines(text), 50);
+    int relay = 0;
+    for (int i = 0; i < 50; i++) {
+        cJSON *j = fo_line_json(text, i);
+        ASSERT_NOT_NULL(j);
+        const char *rec = cJSON_GetObjectItem(j, "recipient")->valuestring;
+        char key[64];
+        snprintf(key, sizeof key, "A1.1.%s.file", rec);
+        ASSERT_STR_EQ(cJSON_GetObjectItem(j, "idempotency_key")->valuestring, key);
+        ASSERT_STR_EQ(cJSON_GetObjectItem(j, "event")->valuestring, "alert");
+        ASSERT_STR_EQ(cJSON_GetObjectItem(j, "alert_id")->valuestring, "A1");
+        ASSERT_STR_EQ(cJSON_GetObjectItem(j, "text")->valuestring, "Dòng 1\nDòng 2");
+        ASSERT_EQ(cJSON_GetArraySize(cJSON_GetObjectItem(j, "photos")), 2);
+        ASSERT(cJSON_IsString(cJSON_GetObjectItem(j, "at")));
+        if (strcmp(rec, "hh-00") == 0) {
+            ASSERT_STR_EQ(cJSON_GetObjectItem(j, "relay_url")->valuestring,
+                          "http://keng.test/l/A1-hh-00");
+            relay++;
+        } else {
+            ASSERT_NOT_NULL(cJSON_GetObjectItem(j, "reply_url"));
+        }
+        cJSON_Delete(j);
+    }
+    ASSERT_EQ(relay, 1);
+    free(text);
+    fo_env_done(&e);
+}
+
+TEST(fanout_contact_fallback_after_dead)
+{
+    fo_env e;
+    fo_env_init(&e);
+    int port = fo_peer(&e, "webhook", "--secret", "s3cr3t");
+    char contacts[512];
+    snprintf(contacts, sizeof contacts,
+             "[{\"type\":\"webhook\",\"url\":\"http://127.0.0.1:%d/status/410\",\"secret\":\"s\"},"
+             "{\"type\":\"zalo_oa\",\"user_id\":\"u1\"},{\"type\":\"file\"}]",
+             port);
+    char sql[800];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO members (id, name, contacts, created_at, updated_at)"
+             " VALUES ('hh-1', 'Hộ 1', '%s', 0, 0)",
+             contacts);
+    ASSERT_EQ(keng_store_exec(e.st, sql), 0);
+    int64_t m = fo_message(&e, "A1", "alert", "webhook", "r", "x", NULL, NULL, NULL);
+    cJSON *arr = cJSON_Parse(contacts);
+    char *first = cJSON_PrintUnformatted(cJSON_GetArrayItem(arr, 0));
+    int64_t d = fo_delivery(&e, "A1", "hh-1", "webhook", first, m, "r");
+    free(first);
+    cJSON_Delete(arr);
+    keng_fanout_config c = base_cfg(&e); /* zalo is not configured: its contact dies at once */
+    ASSERT(fo_run_engine(&e, &c, NULL, NULL, 5000, NULL));
+    ASSERT_STR_EQ(fo_get(&e, d).status, "dead");
+    ASSERT_EQ(fo_count(&e, "recipient = 'hh-1'"), 3);
+    ASSERT_EQ(fo_count(&e, "channel = 'zalo_oa' AND status = 'dead' AND contact_index = 1 AND"
+                           " idem_key = 'A1.1.hh-1.zalo_oa' AND last_error ="
+                           " 'channel zalo_oa is not configured'"),
+              1);
+    ASSERT_EQ(fo_count(&e, "channel = 'file' AND status = 'delivered' AND contact_index = 2 AND"
+                           " idem_key = 'A1.1.hh-1.file'"),
+              1);
+    char path[160];
+    snprintf(path, sizeof path, "%s/deliveries.jsonl", e.dir);
+    char *text = fo_slurp(path);
+    ASSERT_EQ(fo_lines(text), 1);
+    ASSERT_STR_CONTAINS(text, "\"reply_url\":\"http://keng.test/r/A1-hh-1\"");
+    free(text);
+    fo_env_done(&e);
+}
+
+TEST(fanout_unconfigured_channels_dead_without_contact)
+{
+    fo_env e;
+    fo_env_init(&e);
+    int64_t m = fo_message(&e, "A1", "alert", "x", "", "x", NULL, NULL, NULL);
+    int64_t z = fo_delivery(&e, "A1", "hh-1", "zalo_oa", "{\"type\":\"zalo_oa\",\"user_id\":\"u\"}",
+                            m, "");
+    int64_t t = fo_delivery(&e, "A1", "hh-1", "telegram", "{\"type\":\"telegram\",\"chat_id\":1}",
+                            m, "");
+    int64_t em = fo_delivery(&e, "A1", "hh-1", "email", "{\"type\":\"email\",\"address\":\"a@b.vn\"}",
+                             m, "");
+    int64_t u = fo_delivery(&e, "A1", "hh-1", "pigeon", "{\"type\":\"pigeon\"}", m, "");
+    keng_fanout_config c = base_cfg(&e);
+    c.data_dir = NULL; /* file off too */
+    int64_t f = fo_delivery(&e, "A1", "hh-1", "file", "{\"type\":\"file\"}", m, "");
+    ASSERT(fo_run_engine(&e, &c, NULL, NULL, 5000, NULL));
+    ASSERT_STR_EQ(fo_get(&e, z).last_error, "channel zalo_oa is not configured");
+    ASSERT_STR_EQ(fo_get(&e, t).last_error, "channel telegram is not configured");
+    ASSERT_STR_EQ(fo_get(&e, em).last_error, "channel email is not configured");
+    ASSERT_STR_EQ(fo_get(&e, f).last_error, "channel file is not configured");
+    ASSERT_STR_EQ(fo_get(&e, u).last_error, "unknown channel type pigeon");
+    ASSERT_EQ(fo_count(&e, "status = 'dead'"), 5);
+    fo_env_done(&e);
+}
+
+TEST(fanout_recover_counts_list_redeliver)
+{
+    fo_env e;
+    fo_env_init(&e);
+    int64_t m = fo_message(&e, "A1", "alert", "webhook", "r", "x", NULL, NULL, NULL);
+    int64_t a = fo_delivery(&e, "A1", "hh-1", "webhook", "{}", m, "r");
+    int64_t b = fo_delivery(&e, "A1", "hh-2", "file", "{}", m, "r");
+    int64_t c3 = fo_delivery(&e, "A1", "hh-3", "webhook", "{}", m, "r");
+    fo_delivery(&e, "A2", "hh-1", "webhook", "{}", m, "r");
+    ASSERT_EQ(keng_store_exec(e.st, "UPDATE deliveries SET status = 'inflight' WHERE id <= 2"), 0);
+    ASSERT_EQ(keng_outbox_recover(e.st), 2);
+    ASSERT_STR_EQ(fo_get(&e, a).status, "pending");
+    ASSERT_STR_EQ(fo_get(&e, b).status, "pending");
+    ASSERT_EQ(keng_outbox_recover(e.st), 0);
+    keng_outbox_result res[2] = {
+        {.id = a, .status = KENG_OUTBOX_DEAD, .attempts = 8, .last_code = 400, .error = "gone"},
+        {.id = c3, .status = KENG_OUTBOX_PENDING, .attempts = 1, .next_at = 99, .last_code = 503},
+    };
+    ASSERT_EQ(keng_outbox_write(e.st, res, 2), 0);
+    cJSON *counts;
+    ASSERT_EQ(keng_outbox_counts(e.st, "A1", &counts), 0);
+    ASSERT_EQ(cJSON_GetObjectItem(counts, "dead")->valueint, 1);
+    ASSERT_EQ(cJSON_GetObjectItem(counts, "pending")->valueint, 2);
+    ASSERT_EQ(cJSON_GetObjectItem(counts, "failed")->valueint, 1);
+    ASSERT_EQ(cJSON_GetObjectItem(counts, "total")->valueint, 3);
+    cJSON *byc = cJSON_GetObjectItem(cJSON_GetObjectItem(counts, "by_channel"), "webhook");
+    ASSERT_EQ(cJSON_GetObjectItem(byc, "dead")->valueint, 1);
+    ASSERT_EQ(cJSON_GetObjectItem(byc, "failed")->valueint, 1);
+    cJSON_Delete(counts);
+    cJSON *items;
+    int total;
+    ASSERT_EQ(keng_outbox_list(e.st, "A1", "failed", 10, 0, &items, &total), 0);
+    ASSERT_EQ(total, 1);
+    ASSERT_STR_EQ(cJSON_GetObjectItem(cJSON_GetArrayItem(items, 0), "recipient")->valuestring,
+                  "hh-3");
+    ASSERT_EQ(cJSON_GetObjectItem(cJSON_GetArrayItem(items, 0), "last_code")->valueint, 503);
+    cJSON_Delete(items);
+    ASSERT_EQ(keng_outbox_list(e.st, "A1", NULL, 2, 1, &items, &total), 0);
+    ASSERT_EQ(total, 3);
+    ASSERT_EQ(cJSON_GetArraySize(items), 2);
+    ASSERT_STR_EQ(cJSON_GetObjectItem(cJSON_GetArrayItem(items, 0), "recipient")->valuestring,
+                  "hh-2");
+    cJSON_Delete(items);
+    ASSERT_EQ(keng_outbox_redeliver(e.st, "A1"), 1);
+    fo_row r = fo_get(&e, a);
+    ASSERT_STR_EQ(r.status, "pending");
+    ASSERT_EQ(r.attempts, 0);
+    ASSERT_EQ(keng_outbox_redeliver(e.st, "A1"), 0);
+    ASSERT_EQ(keng_outbox_next_due(e.st, 50), 99);
+    ASSERT_EQ(keng_outbox_next_due(e.st, 100), 0);
+    fo_env_done(&e);
+}
+
+static int hanging(fo_env *e, void *arg)
+{
+    (void)arg;
+    return fo_count(e, "status = 'inflight'") == 3; /* claimed and sent, no answer yet */
+}
+
+TEST(fanout_stop_puts_unfinished_back)
+{
+    fo_env e;
+    fo_env_init(&e);
+    int port = fo_peer(&e, "webhook", "--secret", "s3cr3t");
+    int64_t m = fo_message(&e, "A1", "alert", "webhook", "r", "x", NULL, NULL, NULL);
+    for (int i = 0; i < 3; i++) {
+        char rec[8];
+        snprintf(rec, sizeof rec, "hh-%d", i);
+        webhook_row(&e, port, "/hang", rec, m);
+    }
+    keng_fanout_config c = base_cfg(&e);
+    fo_run run;
+    ASSERT(fo_run_engine(&e, &c, hanging, NULL, 5000, &run));
+    ASSERT_EQ(run.stats.inflight, 3);
+    /* After the 200 ms grace the hanging transfers were aborted: pending, no attempt used. */
+    ASSERT_EQ(fo_count(&e, "status = 'pending' AND attempts = 0"), 3);
+    fo_env_done(&e);
+}
+
+TEST(fanout_metrics_text)
+{
+    fo_env e;
+    fo_env_init(&e);
+    int64_t m = fo_message(&e, "A1", "alert", "file", "r", "x", NULL, NULL, NULL);
+    fo_delivery(&e, "A1", "hh-1", "file", "{\"type\":\"file\"}", m, "r");
+    uv_loop_t loop;
+    ASSERT_EQ(uv_loop_init(&loop), 0);
+    keng_fanout_config c = base_cfg(&e);
+    keng_fanout *f;
+    ASSERT_EQ(keng_fanout_new(&loop, e.st, &c, &f), 0);
+    keng_buf b;
+    keng_buf_init(&b, 1 << 20);
+    ASSERT_EQ(keng_fanout_metrics(f, &b), 0);
+    ASSERT_STR_CONTAINS(b.data, "keng_deliveries{channel=\"file\",status=\"pending\"} 1\n");
+    ASSERT_STR_CONTAINS(b.data, "keng_fanout_inflight 0\n");
+    keng_buf_free(&b);
+    int done = 0;
+    keng_fanout_stop(f, 100, fo_on_done_flag, &done);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT(done);
+    keng_fanout_free(f);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
+    fo_env_done(&e);
+}
