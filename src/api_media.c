@@ -38,7 +38,8 @@ typedef struct upload_job {
 static int image_type_ok(const char *ct)
 {
     if (!ct) return 0;
-    while (*ct == ' ' || *ct == '\t') ct++;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
     static const char *const ok[] = {"image/jpeg", "image/png"};
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         size_t n = strlen(ok[i]);
@@ -282,9 +283,9 @@ static enum exposure alert_exposure(const char *kind, const char *status)
 /* The most public use of a photo across every alert that has it. */
 static int media_exposure(keng_app *app, const char *id, enum exposure *out)
 {
-    sqlite3_stmt *s = keng_store_stmt(app->store,
-                                      "SELECT a.kind, a.status FROM alert_media am"
-                                      " JOIN alerts a ON a.id = am.alert_id WHERE am.media_id = ?");
+    sqlite3_stmt *s =
+        keng_store_stmt(app->store, "SELECT a.kind, a.status FROM alert_media am"
+                                    " JOIN alerts a ON a.id = am.alert_id WHERE am.media_id = ?");
     if (!s) return -EIO;
     sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
     enum exposure best = EXPOSE_NONE;

@@ -54,6 +54,7 @@ struct keng_http_req {
     int status;
     int head;
     int keep_alive;
+    int has_body; /* a body follows the headers (chunked or Content-Length > 0) */
     uint64_t t0;
     uint64_t bytes_out;
     file_send *file;
@@ -405,12 +406,14 @@ static int on_headers_complete(http_parser *p)
     r->head = p->method == HTTP_HEAD;
     r->keep_alive = http_should_keep_alive(p) && !s->shutting_down;
     r->content_length = (p->flags & F_CONTENTLENGTH) ? (int64_t)p->content_length : -1;
+    r->has_body = (p->flags & F_CHUNKED) || r->content_length > 0;
     r->phase = PHASE_BODY;
     conn_arm_timer(c);
     s->cfg.on_headers(r, s->cfg.ud);
     if (r->phase != PHASE_BODY) {
-        /* Answered before the body: do not read it, close once the answer is out. */
-        return -1;
+        /* Answered before the body: do not read it, close once the answer is out. Without
+         * a body the connection stays usable: the parser finishes the message. */
+        return r->has_body ? -1 : 0;
     }
     if (r->content_length >= 0 && !r->body_cb && (uint64_t)r->content_length > r->max_body) {
         r->body_status = 413;
@@ -604,7 +607,14 @@ static void conn_process(conn *c)
             }
             break;
         }
-        if (c->dispatch_ready) {
+        if (c->dispatch_ready && r->phase == PHASE_REJECTED) {
+            /* Answered early and had no body: ready for the next request. */
+            c->dispatch_ready = 0;
+            req_reset(r);
+            http_parser_init(&c->parser, HTTP_REQUEST);
+            c->parser.data = c;
+            conn_arm_timer(c);
+        } else if (c->dispatch_ready) {
             c->dispatch_ready = 0;
             r->phase = PHASE_HANDLING;
             conn_arm_timer(c);
@@ -1027,8 +1037,8 @@ static void req_finish(keng_http_req *r)
 static int req_can_respond(keng_http_req *r)
 {
     if (r->phase == PHASE_BODY) {
-        r->phase = PHASE_REJECTED; /* early answer: body unread, connection closes */
-        r->keep_alive = 0;
+        r->phase = PHASE_REJECTED; /* early answer: a body is left unread, the connection closes */
+        if (r->has_body) r->keep_alive = 0;
         return 1;
     }
     return r->phase == PHASE_HANDLING;
@@ -1054,8 +1064,10 @@ void keng_http_respond_take(keng_http_req *r, int status, const char *ctype, cha
     else free(body);
     if (rejected) {
         req_log(r);
-        r->c->close_after_write = 1;
-        if (r->c->writes == 0) conn_close(r->c);
+        if (!r->keep_alive) {
+            r->c->close_after_write = 1;
+            if (r->c->writes == 0) conn_close(r->c);
+        }
         return;
     }
     req_finish(r);

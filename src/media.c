@@ -211,9 +211,12 @@ int keng_sha256_file_hex(const char *path, char out[65])
     while (!rc) {
         ssize_t n = read(fd, buf, MEDIA_IO_CHUNK);
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0) rc = -errno;
-        else if (n == 0) break;
-        else rc = keng_sha256_update(&h, buf, (size_t)n);
+        if (n < 0)
+            rc = -errno;
+        else if (n == 0)
+            break;
+        else
+            rc = keng_sha256_update(&h, buf, (size_t)n);
     }
     if (!rc) rc = keng_sha256_final_hex(&h, out);
     keng_sha256_free(&h);

@@ -99,6 +99,13 @@ int keng_cli_request(keng_cli *c, const char *method, const char *path, const ch
 int keng_cli_request_json(keng_cli *c, const char *method, const char *path, const cJSON *body,
                           keng_cli_reply *r);
 
+/* GETs path (which may hold a query) page by page (limit=KENG_CLI_PAGE&offset=…) until every
+ * item arrived; *out gets {"items":[…],"total":n,"limit":n,"offset":0}. Returns like
+ * keng_cli_request. */
+int keng_cli_get_all(keng_cli *c, const char *path, cJSON **out);
+/* Prints a JSON value compactly on one line (the --json output of merged results). */
+void keng_cli_print_json(const cJSON *j);
+
 /* Streams a GET (Server-Sent Events). on_data is called with each event's data (all its
  * "data:" lines joined by '\n'); returning non-zero stops the stream, and that value is
  * returned. Returns 0 when the server closed the stream, KENG_CLI_FAIL with *status set for
@@ -141,6 +148,9 @@ void keng_cli_table_print(keng_cli_table *t); /* prints and frees */
  * a trailing ".0", booleans "có"/"không", arrays of scalars joined by ", ", anything else as
  * compact JSON). Writes into out (truncated to len). */
 const char *keng_cli_value_text(const cJSON *v, char *out, size_t len);
+/* "key: value" lines for every non-null member of obj except the names in skip (NULL-terminated,
+ * may be NULL). */
+void keng_cli_print_fields(const cJSON *obj, const char *const *skip);
 /* A string member of obj, or "" */
 const char *keng_cli_str(const cJSON *obj, const char *name);
 /* A numeric member of obj, or def. */
