@@ -29,11 +29,17 @@ static const keng_route routes[] = {
     R("GET", "/v1/groups/:id", keng_api_groups_get, KENG_ROLES_READ | KENG_ROLE_LEADER, 0, NULL),
     R("PUT", "/v1/groups/:id", keng_api_groups_put, KENG_ROLE_ADMIN, 0, NULL),
     R("DELETE", "/v1/groups/:id", keng_api_groups_delete, KENG_ROLE_ADMIN, 0, NULL),
-    R("POST", "/v1/groups/:id/import", keng_api_groups_import_csv, KENG_ROLE_ADMIN, 1, NULL),
+    R("POST", "/v1/groups/:id/import", keng_api_groups_import_csv, KENG_ROLE_ADMIN, KENG_BODY_CSV,
+      NULL),
     R("GET", "/v1/members", keng_api_members_list, KENG_ROLES_READ, 0, NULL),
     R("POST", "/v1/members", keng_api_members_create, KENG_ROLES_STAFF, 0, NULL),
     R("GET", "/v1/members/:id", keng_api_members_get, KENG_ROLES_READ, 0, NULL),
     R("PUT", "/v1/members/:id", keng_api_members_put, KENG_ROLES_STAFF, 0, NULL),
+    R("POST", "/v1/media", keng_api_media_upload, KENG_ROLES_STAFF, KENG_BODY_IMAGE,
+      keng_api_media_upload_headers),
+    R("GET", "/v1/media/:id", keng_api_media_get, KENG_ROLES_STAFF, 0, NULL),
+    R("GET", "/v1/media/:id/thumb", keng_api_media_thumb, KENG_ROLES_READ, 0, NULL),
+    R("GET", "/t/:file", keng_api_public_thumb, 0, 0, NULL),
     R("GET", "/v1/alerts", keng_api_alerts_list, KENG_ROLES_READ, 0, NULL),
     R("POST", "/v1/alerts", keng_api_alerts_create, KENG_ROLES_STAFF, 0, NULL),
     R("GET", "/v1/alerts/:id", keng_api_alerts_get, KENG_ROLES_READ, 0, NULL),
@@ -121,8 +127,8 @@ static void on_headers(keng_http_req *req, void *ud)
             return;
         }
     }
-    size_t max = c->route->max_body == 1   ? app->cfg->max_csv_body
-                 : c->route->max_body == 2 ? app->cfg->max_image_bytes
+    size_t max = c->route->max_body == KENG_BODY_CSV     ? app->cfg->max_csv_body
+                 : c->route->max_body == KENG_BODY_IMAGE ? app->cfg->max_image_bytes
                  : c->route->max_body      ? c->route->max_body
                                            : app->cfg->max_json_body;
     keng_http_req_set_body_limit(req, max);

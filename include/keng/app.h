@@ -105,6 +105,11 @@ void keng_api_members_list(keng_call *c);
 void keng_api_members_create(keng_call *c);
 void keng_api_members_get(keng_call *c);
 void keng_api_members_put(keng_call *c);
+void keng_api_media_upload(keng_call *c);
+void keng_api_media_upload_headers(keng_call *c); /* on_headers: 415 before the body arrives */
+void keng_api_media_get(keng_call *c);
+void keng_api_media_thumb(keng_call *c);
+void keng_api_public_thumb(keng_call *c);
 void keng_api_alerts_create(keng_call *c);
 void keng_api_alerts_list(keng_call *c);
 void keng_api_alerts_get(keng_call *c);
