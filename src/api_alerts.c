@@ -335,7 +335,7 @@ static void revise_and_fan_out(keng_call *c, alert_row *a, const char *event, co
     int64_t now = keng_time_now();
     a->revision++;
     a->updated_at = now;
-    snprintf(a->status, sizeof a->status, "%s", status);
+    if (status != a->status) snprintf(a->status, sizeof a->status, "%s", status);
     cJSON *view = alert_view(a);
     keng_publish_ctx pc = publish_ctx(c->app);
     keng_publish_stats ps;

@@ -70,7 +70,11 @@ static int build_html(const keng_channel_req *req, keng_buf *b)
     } else {
         rc = keng_buf_puts(b, "<!doctype html><html><head><meta charset=\"utf-8\"></head><body>"
                               "<p>");
-        if (rc == 0) rc = html_escape(b, m->text);
+        keng_buf text;
+        keng_buf_init(&text, 0);
+        if (rc == 0) rc = keng_channel_text_with_link(req, &text);
+        if (rc == 0) rc = html_escape(b, text.data ? text.data : "");
+        keng_buf_free(&text);
         if (rc == 0) rc = keng_buf_puts(b, "</p>");
         if (rc == 0 && m->first_photo) {
             rc = keng_buf_puts(b, "<p><img alt=\"\" style=\"max-width:100%\" src=\"");
@@ -79,6 +83,8 @@ static int build_html(const keng_channel_req *req, keng_buf *b)
         }
         if (rc == 0) rc = keng_buf_puts(b, "</body></html>");
     }
+    /* A text from templates carries the note and the link in place already. */
+    if (strstr(m->text, KENG_LINK_PLACEHOLDER)) return rc;
     /* The template's HTML is shared by all recipients; the personal link goes after it. */
     if (rc == 0 && m->note && *m->note) {
         rc = keng_buf_puts(b, "\r\n<p>");

@@ -31,8 +31,12 @@ static int file_line(const keng_channel_req *req, keng_buf *out)
     if (rc == 0) rc = keng_channel_json_str(out, m->event);
     if (rc == 0) rc = keng_buf_puts(out, ",\"alert_id\":");
     if (rc == 0) rc = keng_channel_json_str(out, req->alert_id);
+    keng_buf text;
+    keng_buf_init(&text, 0);
+    if (rc == 0) rc = keng_channel_text_with_link(req, &text);
     if (rc == 0) rc = keng_buf_puts(out, ",\"text\":");
-    if (rc == 0) rc = keng_channel_json_str(out, m->text);
+    if (rc == 0) rc = keng_channel_json_str(out, text.data ? text.data : "");
+    keng_buf_free(&text);
     if (rc == 0) rc = keng_buf_printf(out, ",\"photos\":%s", ph ? ph : "[]");
     if (rc == 0 && m->note) {
         rc = keng_buf_puts(out, ",\"note\":");

@@ -26,7 +26,13 @@ static int webhook_prepare(keng_channel_req *req, char *err, size_t errlen)
     }
     keng_buf *b = &req->body;
     const keng_buf *head = &req->msg->webhook_head;
-    int rc = keng_buf_append(b, head->data, head->len);
+    keng_buf text;
+    keng_buf_init(&text, 0);
+    int rc = keng_channel_text_with_link(req, &text);
+    if (rc == 0) rc = keng_buf_append(b, head->data, head->len);
+    if (rc == 0) rc = keng_buf_puts(b, ",\"text\":");
+    if (rc == 0) rc = keng_channel_json_str(b, text.data ? text.data : "");
+    keng_buf_free(&text);
     if (rc == 0 && req->link_url[0]) {
         rc = keng_buf_puts(b, req->link_kind == 'l' ? ",\"relay_url\":" : ",\"reply_url\":");
         if (rc == 0) rc = keng_channel_json_str(b, req->link_url);

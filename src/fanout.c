@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #define FO_CLAIM_CHUNK 512   /* rows per claim statement */
-#define FO_FLUSH_ROWS 1000   /* results per write transaction, at most */
+#define FO_FLUSH_ROWS 500    /* results per write transaction, at most: bounds the stall */
 #define FO_FLUSH_MS 20       /* results wait at most this long before they are written */
 #define FO_MSG_CACHE 1024    /* message rows kept in memory */
 #define FO_FILE_MAX (4u << 20) /* bytes of file-channel lines waiting for one write */
@@ -207,6 +207,19 @@ void keng_channel_judge_http(const keng_channel_response *resp, keng_channel_res
 
 int keng_channel_text_with_link(const keng_channel_req *req, keng_buf *out)
 {
+    /* A text rendered from templates holds the recipient's link where the wording wants it
+     * (and the leader's note already): put the link there. */
+    const char *text = req->msg->text, *hit = strstr(text, KENG_LINK_PLACEHOLDER);
+    if (hit) {
+        int rc = 0;
+        while (hit && rc == 0) {
+            rc = keng_buf_append(out, text, (size_t)(hit - text));
+            if (rc == 0 && req->link_url) rc = keng_buf_puts(out, req->link_url);
+            text = hit + strlen(KENG_LINK_PLACEHOLDER);
+            hit = strstr(text, KENG_LINK_PLACEHOLDER);
+        }
+        return rc ? rc : keng_buf_puts(out, text);
+    }
     int rc = keng_buf_puts(out, req->msg->text);
     if (rc == 0 && req->msg->note && *req->msg->note)
         rc = keng_buf_printf(out, "\n\n%s", req->msg->note);
@@ -260,8 +273,7 @@ static int msg_build_head(keng_channel_msg *m)
     if (rc == 0) rc = keng_channel_json_str(b, m->event);
     if (rc == 0) rc = keng_buf_puts(b, ",\"alert\":");
     if (rc == 0) rc = keng_buf_puts(b, cJSON_IsObject(alert) ? m->alert_json : "null");
-    if (rc == 0) rc = keng_buf_puts(b, ",\"text\":");
-    if (rc == 0) rc = keng_channel_json_str(b, m->text);
+    /* "text" differs per recipient (it carries their link): each delivery adds it. */
     if (rc == 0) rc = keng_buf_puts(b, ",\"photos\":[");
     int i = 0;
     cJSON *p, *list = cJSON_IsArray(photos) ? photos : NULL;
@@ -890,9 +902,10 @@ static void on_retry_timer(uv_timer_t *t)
     schedule_pump(f, 0);
 }
 
-static void arm_retry(keng_fanout *f)
+/* now is the time the last claim used: a row not due then must wake us even when the clock has
+ * moved past its next_at since. */
+static void arm_retry(keng_fanout *f, int64_t now)
 {
-    int64_t now = wall_now();
     int64_t next = keng_outbox_next_due(f->st, now);
     if (next <= 0) return;
     struct timespec ts;
@@ -902,7 +915,19 @@ static void arm_retry(keng_fanout *f)
     uv_timer_start(&f->retry_timer, on_retry_timer, ms > 0 ? (uint64_t)ms : 1, 0);
 }
 
+static int flush_and_claim_timed(keng_fanout *f, int want);
+
 static int flush_and_claim(keng_fanout *f, int want)
+{
+    uint64_t t0 = uv_hrtime();
+    int rc = flush_and_claim_timed(f, want);
+    uint64_t dt = uv_hrtime() - t0;
+    f->stats.db_ns += dt;
+    if (dt > f->stats.db_max_ns) f->stats.db_max_ns = dt;
+    return rc;
+}
+
+static int flush_and_claim_timed(keng_fanout *f, int want)
 {
     int n = f->nres < FO_FLUSH_ROWS ? f->nres : FO_FLUSH_ROWS;
     if (n == 0 && want == 0) return 0;
@@ -951,12 +976,12 @@ static int flush_and_claim(keng_fanout *f, int want)
     if (want) f->stats.claims++;
     notify(f, f->res, n);
     for (int i = 0; i < n; i++) free(f->res[i].error), free(f->res[i].alert_id);
-    memmove(f->res, f->res + n, (size_t)(f->nres - n) * sizeof *f->res);
+    if (n) memmove(f->res, f->res + n, (size_t)(f->nres - n) * sizeof *f->res);
     f->nres -= n;
     if (f->nres) f->res_oldest = uv_now(f->loop);
     if (want > 0 && claimed < want) { /* ran dry: sleep until a kick or the next retry */
         f->dry = 1;
-        arm_retry(f);
+        arm_retry(f, now);
     }
     return 0;
 }

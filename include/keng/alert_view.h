@@ -7,9 +7,7 @@
 #include <cjson/cJSON.h>
 #include <stdint.h>
 
-/* The placeholder that stands for the recipient's own reply or relay link in a rendered
- * message; the fan-out engine replaces it with the link of each delivery. */
-#define KENG_LINK_PLACEHOLDER "@@KENG_LINK@@"
+#include "keng/channel.h" /* KENG_LINK_PLACEHOLDER */
 
 typedef struct keng_alert_meta {
     const char *id, *status;

@@ -9,6 +9,10 @@
 #ifndef KENG_CHANNEL_H
 #define KENG_CHANNEL_H
 
+/* The placeholder that stands for the recipient's own reply or relay link in a message rendered
+ * from templates; keng_channel_text_with_link puts each delivery's link in its place. */
+#define KENG_LINK_PLACEHOLDER "@@KENG_LINK@@"
+
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 #include <stdint.h>

@@ -2,7 +2,7 @@
  * the curl multi socket API on the kengd libuv loop: a uv_poll_t per socket, one uv_timer_t for
  * curl, no threads and no curl_multi_perform loop. Due rows are claimed in chunks into memory
  * (status 'inflight'), sent through their channel (channel.h), and their results written back in
- * batches (one transaction per ≤ 1000 rows / ≤ 20 ms). A retry timer wakes the engine for the
+ * batches (one transaction per ≤ 500 rows / ≤ 20 ms). A retry timer wakes the engine for the
  * earliest next_at. The engine owns its multi handle, easy handles, poll/timer handles and the
  * in-memory copies of claimed rows and messages. Loop thread only.
  *
@@ -76,6 +76,7 @@ int keng_fanout_metrics(keng_fanout *f, keng_buf *out);
 /* Engine statistics (for tests and the bench). */
 typedef struct keng_fanout_stats {
     uint64_t started, delivered, retried, dead, written, flushes, claims;
+    uint64_t db_ns, db_max_ns; /* time in outbox transactions (claims + result writes): total, max */
     int inflight, queued;
     uint64_t first_delivery_ms; /* loop time of the first 2xx since keng_fanout_new, 0 = none */
 } keng_fanout_stats;

@@ -24,16 +24,16 @@
 #define KENG_CLI_CONNECT_TIMEOUT 5L       /* seconds */
 #define KENG_CLI_TIMEOUT 300L             /* seconds for a whole ordinary request */
 #define KENG_CLI_DEFAULT_URL "http://127.0.0.1:8080"
-#define KENG_CLI_PAGE 1000                /* items per page when following pagination */
+#define KENG_CLI_PAGE 1000 /* items per page when following pagination */
 
 typedef struct keng_cli {
     /* Flags win over the environment, which wins over the config file. */
     char *flag_url, *flag_token;
-    int json;           /* --json: print the server's JSON as is */
-    int resolved;       /* url and token below are final */
-    char *url;          /* base URL without a trailing '/' */
-    char *token;        /* may be NULL: the request then goes without Authorization */
-    void *curl;         /* CURL *, created on first request */
+    int json;     /* --json: print the server's JSON as is */
+    int resolved; /* url and token below are final */
+    char *url;    /* base URL without a trailing '/' */
+    char *token;  /* may be NULL: the request then goes without Authorization */
+    void *curl;   /* CURL *, created on first request */
 } keng_cli;
 
 void keng_cli_free(keng_cli *c);

@@ -37,10 +37,24 @@ static const char usage_text[] =
     "               --footage-from --footage-to --footage-note --lat --lon --radius-m\n"
     "Times like '2026-11-23 06:15' are read as Vietnam time (+07:00).\n"
     "--photo FILE uploads a JPEG or PNG first. --group / --kind-target / --all choose who\n"
-    "receives it. update replaces the members given (photos, targets as a whole).\n";
+    "receives it. update replaces the members given (photos, targets as a whole).\n"
+    "Here --url is the alert field urls[]; give kengd's address before the command:\n"
+    "keng --url http://… alert new ….\n";
 
-enum ftype { F_STR, F_NUM, F_ARR, F_BOOL, F_FOOTAGE, F_AREA, F_TARGET_GROUP, F_TARGET_KIND,
-             F_TARGET_ALL, F_PHOTO, F_NOTE, F_SKIP };
+enum ftype {
+    F_STR,
+    F_NUM,
+    F_ARR,
+    F_BOOL,
+    F_FOOTAGE,
+    F_AREA,
+    F_TARGET_GROUP,
+    F_TARGET_KIND,
+    F_TARGET_ALL,
+    F_PHOTO,
+    F_NOTE,
+    F_SKIP
+};
 
 static const struct field {
     const char *flag;
@@ -158,8 +172,10 @@ static int upload_photo(keng_cli *c, const char *path, cJSON *photos)
     keng_buf_free(&b);
     const char *id = keng_cli_str(r.json, "id");
     if (!rc && !*id) rc = keng_cli_fail("kengd did not return an id for %s", path);
-    if (!rc) cJSON_AddItemToArray(photos, cJSON_CreateString(id));
-    else fprintf(stderr, "keng: the photo %s was not uploaded; nothing was created\n", path);
+    if (!rc)
+        cJSON_AddItemToArray(photos, cJSON_CreateString(id));
+    else
+        fprintf(stderr, "keng: the photo %s was not uploaded; nothing was created\n", path);
     keng_cli_reply_free(&r);
     return rc;
 }
@@ -301,8 +317,10 @@ static int lifecycle(keng_cli *c, const char *id, const char *action, const cJSO
     keng_cli_reply r;
     int rc = keng_cli_request_json(c, "POST", p.data, body, &r);
     keng_buf_free(&p);
-    if (!rc && c->json) keng_cli_print_raw(&r);
-    else if (!rc) print_fanout(verb, r.json);
+    if (!rc && c->json)
+        keng_cli_print_raw(&r);
+    else if (!rc)
+        print_fanout(verb, r.json);
     keng_cli_reply_free(&r);
     return rc;
 }
@@ -313,7 +331,8 @@ static int cmd_new(keng_cli *c, const keng_cli_args *a)
 {
     const char *kind = a->npos ? a->pos[0] : keng_cli_args_get(a, "kind");
     if (!kind || a->npos > 1) {
-        fprintf(stderr, kind ? "keng: unexpected argument '%s'\n" : "keng: alert new needs a KIND%s\n",
+        fprintf(stderr,
+                kind ? "keng: unexpected argument '%s'\n" : "keng: alert new needs a KIND%s\n",
                 kind ? a->pos[1] : "");
         return keng_cli_usage(usage_text, 0);
     }
@@ -341,8 +360,10 @@ static int cmd_new(keng_cli *c, const keng_cli_args *a)
     char id[256];
     snprintf(id, sizeof id, "%s", keng_cli_str(r.json, "id"));
     int publish = keng_cli_args_has(a, "publish");
-    if (c->json && !publish) keng_cli_print_raw(&r);
-    else if (!c->json) puts(id);
+    if (c->json && !publish)
+        keng_cli_print_raw(&r);
+    else if (!c->json)
+        puts(id);
     keng_cli_reply_free(&r);
     if (publish) rc = lifecycle(c, id, "/publish", NULL, "Đã phát / published");
     return rc;
@@ -369,8 +390,8 @@ static int cmd_list(keng_cli *c, const keng_cli_args *a)
         cJSON_Delete(all);
         return 0;
     }
-    static const char *const head[] = {"Mã / ID", "Loại / Kind", "Trạng thái / Status", "Bản / Rev",
-                                       "Tạo lúc / Created", "Nội dung / Summary"};
+    static const char *const head[] = {"Mã / ID",   "Loại / Kind",       "Trạng thái / Status",
+                                       "Bản / Rev", "Tạo lúc / Created", "Nội dung / Summary"};
     keng_cli_table t;
     keng_cli_table_init(&t, 6, head);
     const cJSON *it;
@@ -381,8 +402,12 @@ static int cmd_list(keng_cli *c, const keng_cli_args *a)
         keng_cli_value_text(cJSON_GetObjectItemCaseSensitive(it, "created_at"), created,
                             sizeof created);
         summary(it, sum, sizeof sum);
-        const char *row[] = {keng_cli_str(it, "id"), keng_cli_str(it, "kind"),
-                             keng_cli_str(it, "status"), rev, created, sum};
+        const char *row[] = {keng_cli_str(it, "id"),
+                             keng_cli_str(it, "kind"),
+                             keng_cli_str(it, "status"),
+                             rev,
+                             created,
+                             sum};
         keng_cli_table_row(&t, row);
     }
     keng_cli_table_print(&t);
@@ -414,15 +439,15 @@ static int cmd_show(keng_cli *c, const keng_cli_args *a)
         char sum[512];
         summary(r.json, sum, sizeof sum);
         printf("Tin báo / Alert %s — %s\n", keng_cli_str(r.json, "id"), sum);
-        static const char *const order[] = {"kind", "status", "revision", "created_at",
-                                            "published_at", "updated_at"};
+        static const char *const order[] = {"kind",       "status",       "revision",
+                                            "created_at", "published_at", "updated_at"};
         for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
             const cJSON *v = cJSON_GetObjectItemCaseSensitive(r.json, order[i]);
             char t[256];
             if (v && !cJSON_IsNull(v))
                 printf("  %-18s %s\n", order[i], keng_cli_value_text(v, t, sizeof t));
         }
-        static const char *const skip[] = {"id",           "kind",       "status", "revision",
+        static const char *const skip[] = {"id",         "kind",         "status",     "revision",
                                            "created_at", "published_at", "updated_at", NULL};
         keng_cli_print_fields(r.json, skip);
     }
@@ -474,8 +499,10 @@ static int cmd_update(keng_cli *c, const keng_cli_args *a)
         keng_cli_reply r;
         rc = keng_cli_request_json(c, "PATCH", p.data, doc, &r);
         keng_buf_free(&p);
-        if (!rc && c->json) keng_cli_print_raw(&r);
-        else if (!rc) print_fanout("Đã cập nhật / updated", r.json);
+        if (!rc && c->json)
+            keng_cli_print_raw(&r);
+        else if (!rc)
+            print_fanout("Đã cập nhật / updated", r.json);
         keng_cli_reply_free(&r);
     }
     cJSON_Delete(doc);
@@ -525,9 +552,9 @@ static int cmd_deliveries(keng_cli *c, const keng_cli_args *a)
         keng_cli_print_raw(&r);
     } else if (!rc) {
         print_counts(cJSON_GetObjectItemCaseSensitive(r.json, "counts"));
-        static const char *const head[] = {"#",           "Người nhận / Recipient", "Kênh / Channel",
-                                           "Trạng thái / Status", "Lần / Tries", "Sự kiện / Event",
-                                           "Lỗi / Error"};
+        static const char *const head[] = {
+            "#",           "Người nhận / Recipient", "Kênh / Channel", "Trạng thái / Status",
+            "Lần / Tries", "Sự kiện / Event",        "Lỗi / Error"};
         keng_cli_table t;
         keng_cli_table_init(&t, 7, head);
         const cJSON *it, *items = cJSON_GetObjectItemCaseSensitive(r.json, "items");
@@ -539,8 +566,13 @@ static int cmd_deliveries(keng_cli *c, const keng_cli_args *a)
                                 sizeof tries);
             keng_cli_value_text(cJSON_GetObjectItemCaseSensitive(it, "last_error"), err,
                                 sizeof err);
-            const char *row[] = {id, keng_cli_str(it, "recipient"), keng_cli_str(it, "channel"),
-                                 keng_cli_str(it, "status"), tries, keng_cli_str(it, "event"), err};
+            const char *row[] = {id,
+                                 keng_cli_str(it, "recipient"),
+                                 keng_cli_str(it, "channel"),
+                                 keng_cli_str(it, "status"),
+                                 tries,
+                                 keng_cli_str(it, "event"),
+                                 err};
             keng_cli_table_row(&t, row);
         }
         keng_cli_table_print(&t);
@@ -561,8 +593,10 @@ static int cmd_redeliver(keng_cli *c, const keng_cli_args *a)
     keng_cli_reply r;
     int rc = keng_cli_request_json(c, "POST", p.data, NULL, &r);
     keng_buf_free(&p);
-    if (!rc && c->json) keng_cli_print_raw(&r);
-    else if (!rc) printf("requeued %.0f\n", keng_cli_num(r.json, "requeued", 0));
+    if (!rc && c->json)
+        keng_cli_print_raw(&r);
+    else if (!rc)
+        printf("requeued %.0f\n", keng_cli_num(r.json, "requeued", 0));
     keng_cli_reply_free(&r);
     return rc;
 }
@@ -574,25 +608,37 @@ int keng_cli_cmd_alert(keng_cli *c, int argc, char **argv)
     int fields = !strcmp(sub, "new") || !strcmp(sub, "create") || !strcmp(sub, "update");
     keng_cli_args a;
     int rc = keng_cli_args_parse(c, argc - 1, argv + 1, fields ? alert_bools : NULL, fields, &a);
-    if (rc == KENG_CLI_USAGE) rc = keng_cli_usage(usage_text, 0);
-    else if (rc) (void)0;
-    else if (a.help || !strcmp(sub, "--help") || !strcmp(sub, "-h") || !strcmp(sub, "help"))
+    if (rc) {
+        keng_cli_args_free(&a);
+        return rc == KENG_CLI_USAGE ? keng_cli_usage(usage_text, 0) : rc;
+    }
+    if (a.help || !strcmp(sub, "--help") || !strcmp(sub, "-h") || !strcmp(sub, "help"))
         rc = keng_cli_usage(usage_text, 1);
-    else if (!strcmp(sub, "new") || !strcmp(sub, "create")) rc = cmd_new(c, &a);
-    else if (!strcmp(sub, "list")) rc = cmd_list(c, &a);
-    else if (!strcmp(sub, "show") || !strcmp(sub, "get")) rc = cmd_show(c, &a);
-    else if (!strcmp(sub, "preview")) rc = cmd_preview(c, &a);
-    else if (!strcmp(sub, "update")) rc = cmd_update(c, &a);
+    else if (!strcmp(sub, "new") || !strcmp(sub, "create"))
+        rc = cmd_new(c, &a);
+    else if (!strcmp(sub, "list"))
+        rc = cmd_list(c, &a);
+    else if (!strcmp(sub, "show") || !strcmp(sub, "get"))
+        rc = cmd_show(c, &a);
+    else if (!strcmp(sub, "preview"))
+        rc = cmd_preview(c, &a);
+    else if (!strcmp(sub, "update"))
+        rc = cmd_update(c, &a);
     else if (!strcmp(sub, "resolve"))
         rc = cmd_close(c, &a, "/resolve", "resolution", "Đã kết thúc / resolved");
     else if (!strcmp(sub, "cancel"))
         rc = cmd_close(c, &a, "/cancel", "reason", "Đã huỷ / cancelled");
-    else if (!strcmp(sub, "deliveries")) rc = cmd_deliveries(c, &a);
-    else if (!strcmp(sub, "redeliver")) rc = cmd_redeliver(c, &a);
+    else if (!strcmp(sub, "deliveries"))
+        rc = cmd_deliveries(c, &a);
+    else if (!strcmp(sub, "redeliver"))
+        rc = cmd_redeliver(c, &a);
     else if (!strcmp(sub, "publish") || !strcmp(sub, "watch")) {
-        if (keng_cli_args_check(&a, NULL, 1) || a.npos != 1) rc = keng_cli_usage(usage_text, 0);
-        else if (!strcmp(sub, "watch")) rc = keng_cli_cmd_alert_watch(c, a.pos[0]);
-        else rc = lifecycle(c, a.pos[0], "/publish", NULL, "Đã phát / published");
+        if (keng_cli_args_check(&a, NULL, 1) || a.npos != 1)
+            rc = keng_cli_usage(usage_text, 0);
+        else if (!strcmp(sub, "watch"))
+            rc = keng_cli_cmd_alert_watch(c, a.pos[0]);
+        else
+            rc = lifecycle(c, a.pos[0], "/publish", NULL, "Đã phát / published");
     } else {
         fprintf(stderr, "keng: unknown alert command '%s'\n", sub);
         rc = keng_cli_usage(usage_text, 0);

@@ -35,7 +35,7 @@ static int list(keng_cli *c, const keng_cli_args *a)
     if (c->json) {
         keng_cli_print_json(all);
     } else {
-        static const char *const head[] = {"Mã / ID", "Tên / Name", "Loại / Kind",
+        static const char *const head[] = {"Mã / ID",        "Tên / Name",   "Loại / Kind",
                                            "Thuộc / Parent", "Hộ / Members", "Chuyển / Relay"};
         keng_cli_table t;
         keng_cli_table_init(&t, 6, head);
@@ -46,10 +46,13 @@ static int list(keng_cli *c, const keng_cli_args *a)
             keng_cli_value_text(cJSON_GetObjectItemCaseSensitive(g, "member_count"), n, sizeof n);
             const char *kind = keng_cli_str(g, "kind"), *label = keng_cli_str(g, "label");
             char kb[160];
-            if (*label) snprintf(kb, sizeof kb, "%s (%s)", kind, label);
-            else snprintf(kb, sizeof kb, "%s", kind);
-            const char *row[] = {keng_cli_str(g, "id"),     keng_cli_str(g, "name"), kb,
-                                 keng_cli_str(g, "parent"), n, keng_cli_str(g, "relay")};
+            if (*label)
+                snprintf(kb, sizeof kb, "%s (%s)", kind, label);
+            else
+                snprintf(kb, sizeof kb, "%s", kind);
+            const char *row[] = {
+                keng_cli_str(g, "id"),   keng_cli_str(g, "name"), kb, keng_cli_str(g, "parent"), n,
+                keng_cli_str(g, "relay")};
             keng_cli_table_row(&t, row);
         }
         int total = (int)keng_cli_num(all, "total", 0);
@@ -87,7 +90,8 @@ static int show(keng_cli *c, const keng_cli_args *a)
         printf("Thành viên / Members (%d):\n", cJSON_GetArraySize(ms));
         cJSON_ArrayForEach(m, ms)
         {
-            if (cJSON_IsString(m)) printf("  %s\n", m->valuestring);
+            if (cJSON_IsString(m))
+                printf("  %s\n", m->valuestring);
             else if (cJSON_IsObject(m))
                 printf("  %s  %s\n", keng_cli_str(m, "id"), keng_cli_str(m, "name"));
         }
@@ -117,10 +121,12 @@ static int import_csv(keng_cli *c, const char *file, const char *group)
         rc = keng_cli_fail("the group id is too long");
     keng_cli_reply r = {0};
     if (!rc)
-        rc = keng_cli_request(c, "POST", p.data, "text/csv; charset=utf-8", body.data ? body.data : "",
-                              body.len, 0, &r);
-    if (!rc && c->json) keng_cli_print_raw(&r);
-    else if (!rc) printf("imported %.0f\n", keng_cli_num(r.json, "imported", 0));
+        rc = keng_cli_request(c, "POST", p.data, "text/csv; charset=utf-8",
+                              body.data ? body.data : "", body.len, 0, &r);
+    if (!rc && c->json)
+        keng_cli_print_raw(&r);
+    else if (!rc)
+        printf("imported %.0f\n", keng_cli_num(r.json, "imported", 0));
     keng_cli_reply_free(&r);
     keng_buf_free(&body);
     keng_buf_free(&p);
@@ -141,7 +147,8 @@ static int import_json(keng_cli *c, const char *file)
     keng_buf p;
     keng_buf_init(&p, 4096);
     int rc = 0, created = 0;
-    if (!s) rc = keng_cli_fail("out of memory");
+    if (!s)
+        rc = keng_cli_fail("out of memory");
     else if (keng_buf_puts(&p, "/v1/groups/") || keng_cli_buf_esc(&p, id))
         rc = keng_cli_fail("the group id is too long");
     keng_cli_reply r = {0};
@@ -154,7 +161,8 @@ static int import_json(keng_cli *c, const char *file)
         }
     }
     if (rc && r.status >= 400) fprintf(stderr, "keng: %s was not imported\n", file);
-    if (!rc && c->json) keng_cli_print_raw(&r);
+    if (!rc && c->json)
+        keng_cli_print_raw(&r);
     else if (!rc)
         printf("%s %s (%.0f hộ / members)\n", created ? "created" : "updated", id,
                keng_cli_num(r.json, "member_count", 0));
@@ -175,8 +183,10 @@ static int import(keng_cli *c, const keng_cli_args *a)
         const char *f = a->pos[i];
         if (ends_with(f, ".csv")) {
             if (!group) {
-                fprintf(stderr, "keng: importing %s needs --group ID (the group the households "
-                                "join)\n", f);
+                fprintf(stderr,
+                        "keng: importing %s needs --group ID (the group the households "
+                        "join)\n",
+                        f);
                 return keng_cli_usage(usage_text, 0);
             }
             rc = import_csv(c, f, group);
@@ -193,13 +203,18 @@ int keng_cli_cmd_groups(keng_cli *c, int argc, char **argv)
     keng_cli_args a;
     int rc = keng_cli_args_parse(c, argc - 1, argv + 1, NULL, 0, &a);
     const char *sub = argv[0];
-    if (rc == KENG_CLI_USAGE) rc = keng_cli_usage(usage_text, 0);
-    else if (rc) (void)0;
-    else if (a.help || !strcmp(sub, "--help") || !strcmp(sub, "-h") || !strcmp(sub, "help"))
+    if (rc) {
+        keng_cli_args_free(&a);
+        return rc == KENG_CLI_USAGE ? keng_cli_usage(usage_text, 0) : rc;
+    }
+    if (a.help || !strcmp(sub, "--help") || !strcmp(sub, "-h") || !strcmp(sub, "help"))
         rc = keng_cli_usage(usage_text, 1);
-    else if (!strcmp(sub, "list")) rc = list(c, &a);
-    else if (!strcmp(sub, "show") || !strcmp(sub, "get")) rc = show(c, &a);
-    else if (!strcmp(sub, "import")) rc = import(c, &a);
+    else if (!strcmp(sub, "list"))
+        rc = list(c, &a);
+    else if (!strcmp(sub, "show") || !strcmp(sub, "get"))
+        rc = show(c, &a);
+    else if (!strcmp(sub, "import"))
+        rc = import(c, &a);
     else {
         fprintf(stderr, "keng: unknown groups command '%s'\n", sub);
         rc = keng_cli_usage(usage_text, 0);

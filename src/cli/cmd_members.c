@@ -31,8 +31,9 @@ static int list(keng_cli *c, const keng_cli_args *a)
     if (c->json) {
         keng_cli_print_json(all);
     } else {
-        static const char *const head[] = {"Mã / ID",         "Tên / Name",    "Điện thoại / Phone",
-                                           "Địa chỉ / Address", "Nhóm / Groups", "Camera"};
+        static const char *const head[] = {
+            "Mã / ID",           "Tên / Name",    "Điện thoại / Phone",
+            "Địa chỉ / Address", "Nhóm / Groups", "Camera"};
         keng_cli_table t;
         keng_cli_table_init(&t, 6, head);
         const cJSON *m;
@@ -41,9 +42,12 @@ static int list(keng_cli *c, const keng_cli_args *a)
             char gs[512], cam[16];
             keng_cli_value_text(cJSON_GetObjectItemCaseSensitive(m, "groups"), gs, sizeof gs);
             keng_cli_value_text(cJSON_GetObjectItemCaseSensitive(m, "camera"), cam, sizeof cam);
-            const char *row[] = {keng_cli_str(m, "id"),      keng_cli_str(m, "name"),
-                                 keng_cli_str(m, "phone"),   keng_cli_str(m, "address"),
-                                 gs, cam};
+            const char *row[] = {keng_cli_str(m, "id"),
+                                 keng_cli_str(m, "name"),
+                                 keng_cli_str(m, "phone"),
+                                 keng_cli_str(m, "address"),
+                                 gs,
+                                 cam};
             keng_cli_table_row(&t, row);
         }
         keng_cli_table_print(&t);
@@ -91,7 +95,8 @@ static int add(keng_cli *c, const keng_cli_args *a)
     }
     keng_cli_reply r = {0};
     if (!rc) rc = keng_cli_request_json(c, "POST", "/v1/members", m, &r);
-    if (!rc && c->json) keng_cli_print_raw(&r);
+    if (!rc && c->json)
+        keng_cli_print_raw(&r);
     else if (!rc) {
         char gs[512];
         keng_cli_value_text(cJSON_GetObjectItemCaseSensitive(r.json, "groups"), gs, sizeof gs);
@@ -109,12 +114,16 @@ int keng_cli_cmd_members(keng_cli *c, int argc, char **argv)
     keng_cli_args a;
     int rc = keng_cli_args_parse(c, argc - 1, argv + 1, bools, 0, &a);
     const char *sub = argv[0];
-    if (rc == KENG_CLI_USAGE) rc = keng_cli_usage(usage_text, 0);
-    else if (rc) (void)0;
-    else if (a.help || !strcmp(sub, "--help") || !strcmp(sub, "-h") || !strcmp(sub, "help"))
+    if (rc) {
+        keng_cli_args_free(&a);
+        return rc == KENG_CLI_USAGE ? keng_cli_usage(usage_text, 0) : rc;
+    }
+    if (a.help || !strcmp(sub, "--help") || !strcmp(sub, "-h") || !strcmp(sub, "help"))
         rc = keng_cli_usage(usage_text, 1);
-    else if (!strcmp(sub, "list")) rc = list(c, &a);
-    else if (!strcmp(sub, "add")) rc = add(c, &a);
+    else if (!strcmp(sub, "list"))
+        rc = list(c, &a);
+    else if (!strcmp(sub, "add"))
+        rc = add(c, &a);
     else {
         fprintf(stderr, "keng: unknown members command '%s'\n", sub);
         rc = keng_cli_usage(usage_text, 0);

@@ -52,8 +52,8 @@ static void draw(watch *w, const counts *k)
             n += 3;
         }
         bar[n] = '\0';
-        fprintf(stderr, "\rĐã gửi %.0f/%.0f ▕%s▏ %d%% · lỗi %.0f\033[K", k->delivered, k->total, bar,
-                pct, k->failed + k->dead);
+        fprintf(stderr, "\rĐã gửi %.0f/%.0f ▕%s▏ %d%% · lỗi %.0f\033[K", k->delivered, k->total,
+                bar, pct, k->failed + k->dead);
         fflush(stderr);
         return;
     }
@@ -152,8 +152,10 @@ int keng_cli_cmd_alert_watch(keng_cli *c, const char *id)
             long status;
             rc = keng_cli_stream(c, p.data, 404, &status, on_event, &w);
             if (rc == WATCH_DONE) break;
-            if (rc == KENG_CLI_FAIL && status == 404) streaming = 0; /* no event stream */
-            else if (rc == KENG_CLI_FAIL) break;
+            if (rc == KENG_CLI_FAIL && status == 404)
+                streaming = 0; /* no event stream */
+            else if (rc == KENG_CLI_FAIL)
+                break;
         }
         /* The stream ended or is not there: ask directly, then go on. */
         rc = poll_once(&w);

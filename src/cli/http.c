@@ -12,8 +12,10 @@
 
 static char *dup_trim(const char *s, size_t n)
 {
-    while (n && isspace((unsigned char)*s)) s++, n--;
-    while (n && isspace((unsigned char)s[n - 1])) n--;
+    while (n && isspace((unsigned char)*s))
+        s++, n--;
+    while (n && isspace((unsigned char)s[n - 1]))
+        n--;
     char *out = malloc(n + 1);
     if (!out) return NULL;
     memcpy(out, s, n);
@@ -58,9 +60,12 @@ static void read_config(char **url, char **token)
 {
     char path[4096];
     const char *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
-    if (xdg && *xdg) snprintf(path, sizeof path, "%s/keng/config", xdg);
-    else if (home && *home) snprintf(path, sizeof path, "%s/.config/keng/config", home);
-    else return;
+    if (xdg && *xdg)
+        snprintf(path, sizeof path, "%s/keng/config", xdg);
+    else if (home && *home)
+        snprintf(path, sizeof path, "%s/.config/keng/config", home);
+    else
+        return;
     FILE *f = fopen(path, "r");
     if (!f) return;
     char line[4096];
@@ -69,8 +74,10 @@ static void read_config(char **url, char **token)
         if (line[0] == '#' || !eq) continue;
         char *key = dup_trim(line, (size_t)(eq - line));
         char *val = dup_trim(eq + 1, strlen(eq + 1));
-        if (key && val && !strcmp(key, "url") && !*url) *url = val, val = NULL;
-        else if (key && val && !strcmp(key, "token") && !*token) *token = val, val = NULL;
+        if (key && val && !strcmp(key, "url") && !*url)
+            *url = val, val = NULL;
+        else if (key && val && !strcmp(key, "token") && !*token)
+            *token = val, val = NULL;
         free(key);
         free(val);
     }
@@ -82,10 +89,14 @@ static int resolve(keng_cli *c)
     if (c->resolved) return 0;
     char *url = NULL, *token = NULL;
     const char *e;
-    if (c->flag_url) url = strdup(c->flag_url);
-    else if ((e = getenv("KENG_URL")) && *e) url = strdup(e);
-    if (c->flag_token) token = strdup(c->flag_token);
-    else if ((e = getenv("KENG_TOKEN")) && *e) token = strdup(e);
+    if (c->flag_url)
+        url = strdup(c->flag_url);
+    else if ((e = getenv("KENG_URL")) && *e)
+        url = strdup(e);
+    if (c->flag_token)
+        token = strdup(c->flag_token);
+    else if ((e = getenv("KENG_TOKEN")) && *e)
+        token = strdup(e);
     if (!url || !token) {
         char *curl_ = NULL, *ctok = NULL;
         read_config(&curl_, &ctok);
@@ -100,7 +111,8 @@ static int resolve(keng_cli *c)
         return -ENOMEM;
     }
     size_t n = strlen(url);
-    while (n && url[n - 1] == '/') url[--n] = '\0';
+    while (n && url[n - 1] == '/')
+        url[--n] = '\0';
     c->url = url;
     c->token = token;
     c->resolved = 1;
@@ -200,8 +212,7 @@ static void print_server_error(keng_cli *c, const keng_cli_reply *r)
         const char *body = r->raw.data ? r->raw.data : "";
         int n = (int)strcspn(body, "\r\n");
         if (n > 300) n = 300;
-        fprintf(stderr, "keng: kengd answered HTTP %ld%s%.*s\n", r->status, n ? ": " : "", n,
-                body);
+        fprintf(stderr, "keng: kengd answered HTTP %ld%s%.*s\n", r->status, n ? ": " : "", n, body);
     }
     if (r->status == 401 && !c->token)
         fprintf(stderr, "keng: no token was sent; use --token-file var/admin.token, --token, "
@@ -239,7 +250,8 @@ int keng_cli_request(keng_cli *c, const char *method, const char *path, const ch
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
     keng_buf_free(&url);
     if (cr == CURLE_WRITE_ERROR && k.too_big)
-        return keng_cli_fail("the answer from kengd is larger than %u MB", KENG_CLI_MAX_RESPONSE >> 20);
+        return keng_cli_fail("the answer from kengd is larger than %u MB",
+                             KENG_CLI_MAX_RESPONSE >> 20);
     if (cr != CURLE_OK) return transport_error(c, cr, errbuf);
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
     if (r->raw.len) r->json = cJSON_ParseWithLength(r->raw.data, r->raw.len);
@@ -265,13 +277,13 @@ int keng_cli_request_json(keng_cli *c, const char *method, const char *path, con
 /* ---- Server-Sent Events ---- */
 
 typedef struct sse {
-    keng_buf line;  /* the line being received */
-    keng_buf data;  /* data of the event being assembled */
-    keng_buf err;   /* body of a non-2xx answer */
+    keng_buf line; /* the line being received */
+    keng_buf data; /* data of the event being assembled */
+    keng_buf err;  /* body of a non-2xx answer */
     CURL *h;
-    int ok;         /* 2xx: parse events; else collect the error body */
+    int ok; /* 2xx: parse events; else collect the error body */
     int checked;
-    int stop;       /* what on_data returned */
+    int stop; /* what on_data returned */
     int (*on_data)(void *ud, const char *data, size_t len);
     void *ud;
 } sse;

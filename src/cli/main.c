@@ -83,11 +83,11 @@ static int run(keng_cli *c, int argc, char **argv)
         const char *name;
         int (*fn)(keng_cli *, int, char **);
     } cmds[] = {
-        {"groups", keng_cli_cmd_groups}, {"group", keng_cli_cmd_groups},
+        {"groups", keng_cli_cmd_groups},   {"group", keng_cli_cmd_groups},
         {"members", keng_cli_cmd_members}, {"member", keng_cli_cmd_members},
-        {"alert", keng_cli_cmd_alert},   {"alerts", keng_cli_cmd_alert},
-        {"token", keng_cli_cmd_token},   {"render", keng_cli_cmd_render},
-        {"health", keng_cli_cmd_health}, {"lookup", keng_cli_cmd_lookup},
+        {"alert", keng_cli_cmd_alert},     {"alerts", keng_cli_cmd_alert},
+        {"token", keng_cli_cmd_token},     {"render", keng_cli_cmd_render},
+        {"health", keng_cli_cmd_health},   {"lookup", keng_cli_cmd_lookup},
         {"audit", keng_cli_cmd_audit},
     };
     for (size_t k = 0; k < sizeof cmds / sizeof cmds[0]; k++)

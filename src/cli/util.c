@@ -160,8 +160,10 @@ int keng_cli_read_file(const char *path, size_t max, keng_buf *b)
     size_t n;
     int rc = 0;
     while (!rc && (n = fread(chunk, 1, sizeof chunk, f)) > 0) {
-        if (b->len + n > max) rc = -E2BIG;
-        else rc = keng_buf_append(b, chunk, n);
+        if (b->len + n > max)
+            rc = -E2BIG;
+        else
+            rc = keng_buf_append(b, chunk, n);
     }
     int err = ferror(f) ? errno : 0;
     fclose(f);
@@ -185,7 +187,8 @@ cJSON *keng_cli_read_json(const char *path)
     if (!j) {
         int line = 1;
         const char *stop = end ? end : s + b.len;
-        for (const char *p = s; p < stop; p++) line += *p == '\n';
+        for (const char *p = s; p < stop; p++)
+            line += *p == '\n';
         keng_cli_fail("%s:%d: this is not valid JSON", path, line);
     }
     keng_buf_free(&b);
@@ -215,8 +218,10 @@ double keng_cli_num(const cJSON *obj, const char *name, double def)
 
 static void num_text(double d, char *out, size_t len)
 {
-    if (d == floor(d) && fabs(d) < 1e15) snprintf(out, len, "%.0f", d);
-    else snprintf(out, len, "%g", d);
+    if (d == floor(d) && fabs(d) < 1e15)
+        snprintf(out, len, "%.0f", d);
+    else
+        snprintf(out, len, "%g", d);
 }
 
 const char *keng_cli_value_text(const cJSON *v, char *out, size_t len)
@@ -256,7 +261,8 @@ const char *keng_cli_value_text(const cJSON *v, char *out, size_t len)
 static size_t width(const char *s)
 {
     size_t n = 0;
-    for (; *s; s++) n += ((unsigned char)*s & 0xC0) != 0x80;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xC0) != 0x80;
     return n;
 }
 
@@ -272,8 +278,10 @@ static char *cell_dup(const char *s)
     char *d = malloc(i + 4);
     if (!d) return NULL;
     memcpy(d, s, i);
-    if (s[i]) memcpy(d + i, "…", 4);
-    else d[i] = '\0';
+    if (s[i])
+        memcpy(d + i, "…", 4);
+    else
+        d[i] = '\0';
     for (char *p = d; *p; p++)
         if (*p == '\n' || *p == '\t' || *p == '\r') *p = ' ';
     return d;
@@ -295,7 +303,8 @@ void keng_cli_table_row(keng_cli_table *t, const char *const *cells)
         t->cells = n;
         t->cap = cap;
     }
-    for (int i = 0; i < t->ncol; i++) t->cells[t->nrow * t->ncol + i] = cell_dup(cells[i]);
+    for (int i = 0; i < t->ncol; i++)
+        t->cells[t->nrow * t->ncol + i] = cell_dup(cells[i]);
     t->nrow++;
 }
 
@@ -315,24 +324,39 @@ void keng_cli_table_print(keng_cli_table *t)
             if (!s) s = "";
             fputs(s, stdout);
             if (i + 1 < ncol)
-                for (size_t k = width(s); k < w[i] + 2; k++) putchar(' ');
+                for (size_t k = width(s); k < w[i] + 2; k++)
+                    putchar(' ');
         }
         putchar('\n');
     }
-    for (int i = 0; i < t->nrow * t->ncol; i++) free(t->cells[i]);
+    for (int i = 0; i < t->nrow * t->ncol; i++)
+        free(t->cells[i]);
     free(t->cells);
     memset(t, 0, sizeof *t);
 }
 
-void keng_cli_print_fields(const cJSON *obj, const char *const *skip)
+/* Objects print as "parent.child" lines so that footage_request.from reads like a field. */
+static void print_fields_prefixed(const cJSON *obj, const char *prefix, const char *const *skip)
 {
     const cJSON *it;
     cJSON_ArrayForEach(it, obj)
     {
         int hidden = !it->string;
-        for (const char *const *s = skip; s && *s && !hidden; s++) hidden = !strcmp(*s, it->string);
+        for (const char *const *s = skip; s && *s && !hidden; s++)
+            hidden = !strcmp(*s, it->string);
         if (hidden || cJSON_IsNull(it)) continue;
+        char key[256];
+        snprintf(key, sizeof key, "%s%s%s", prefix, *prefix ? "." : "", it->string);
+        if (cJSON_IsObject(it) && it->child) {
+            print_fields_prefixed(it, key, NULL);
+            continue;
+        }
         char v[4096];
-        printf("  %-18s %s\n", it->string, keng_cli_value_text(it, v, sizeof v));
+        printf("  %-18s %s\n", key, keng_cli_value_text(it, v, sizeof v));
     }
+}
+
+void keng_cli_print_fields(const cJSON *obj, const char *const *skip)
+{
+    print_fields_prefixed(obj, "", skip);
 }

@@ -3,6 +3,8 @@
  * Telegram, SMTP, the file channel, contact fallback, recovery and shutdown. */
 #include "test_fanout_util.h"
 
+#include "keng/channel.h"
+
 static const char *PHOTOS = "[\"http://keng.test/t/m1.jpg\",\"http://keng.test/t/m2.jpg\"]";
 
 static keng_fanout_config base_cfg(fo_env *e)
@@ -68,7 +70,11 @@ TEST(fanout_webhook_delivered_signed)
         const char *key = cJSON_GetObjectItem(j, "key")->valuestring;
         cJSON *body = cJSON_GetObjectItem(j, "body");
         ASSERT_STR_EQ(cJSON_GetObjectItem(body, "event")->valuestring, "alert");
-        ASSERT_STR_EQ(cJSON_GetObjectItem(body, "text")->valuestring, "Tìm người \"lạc\"\nHộ 7");
+        /* The text carries the recipient's own link (appended: no placeholder in it). */
+        char want[128];
+        snprintf(want, sizeof want, "Tìm người \"lạc\"\nHộ 7\n\nhttp://keng.test/r/A1-%s",
+                 strcmp(key, "A1.1.hh-1.webhook") == 0 ? "hh-1" : "hh-2");
+        ASSERT_STR_EQ(cJSON_GetObjectItem(body, "text")->valuestring, want);
         cJSON *alert = cJSON_GetObjectItem(body, "alert");
         ASSERT_STR_EQ(cJSON_GetObjectItem(alert, "person_name")->valuestring, "Nguyễn Văn A");
         ASSERT_EQ(cJSON_GetArraySize(cJSON_GetObjectItem(body, "photos")), 2);
@@ -452,7 +458,10 @@ TEST(fanout_file_channel_lines)
         ASSERT_STR_EQ(cJSON_GetObjectItem(j, "idempotency_key")->valuestring, key);
         ASSERT_STR_EQ(cJSON_GetObjectItem(j, "event")->valuestring, "alert");
         ASSERT_STR_EQ(cJSON_GetObjectItem(j, "alert_id")->valuestring, "A1");
-        ASSERT_STR_EQ(cJSON_GetObjectItem(j, "text")->valuestring, "Dòng 1\nDòng 2");
+        char want[128];
+        snprintf(want, sizeof want, "Dòng 1\nDòng 2\n\nhttp://keng.test/%c/A1-%s",
+                 strcmp(rec, "hh-00") == 0 ? 'l' : 'r', rec);
+        ASSERT_STR_EQ(cJSON_GetObjectItem(j, "text")->valuestring, want);
         ASSERT_EQ(cJSON_GetArraySize(cJSON_GetObjectItem(j, "photos")), 2);
         ASSERT(cJSON_IsString(cJSON_GetObjectItem(j, "at")));
         if (strcmp(rec, "hh-00") == 0) {
@@ -602,7 +611,7 @@ TEST(fanout_stop_puts_unfinished_back)
     int port = fo_peer(&e, "webhook", "--secret", "s3cr3t");
     int64_t m = fo_message(&e, "A1", "alert", "webhook", "r", "x", NULL, NULL, NULL);
     for (int i = 0; i < 3; i++) {
-        char rec[8];
+        char rec[16];
         snprintf(rec, sizeof rec, "hh-%d", i);
         webhook_row(&e, port, "/hang", rec, m);
     }
@@ -638,5 +647,26 @@ TEST(fanout_metrics_text)
     ASSERT(done);
     keng_fanout_free(f);
     ASSERT_EQ(uv_loop_close(&loop), 0);
+    fo_env_done(&e);
+}
+
+TEST(fanout_link_placeholder_in_text)
+{
+    fo_env e;
+    fo_env_init(&e);
+    int64_t m = fo_message(&e, "A1", "alert", "file", "r", "Xem: " KENG_LINK_PLACEHOLDER " ngay.",
+                           NULL, NULL, NULL);
+    fo_delivery(&e, "A1", "hh-1", "file", "{\"type\":\"file\"}", m, "r");
+    keng_fanout_config c = base_cfg(&e);
+    ASSERT(fo_run_engine(&e, &c, NULL, NULL, 5000, NULL));
+    char path[160];
+    snprintf(path, sizeof path, "%s/deliveries.jsonl", e.dir);
+    char *text = fo_slurp(path);
+    cJSON *j = fo_line_json(text, 0);
+    ASSERT_NOT_NULL(j);
+    ASSERT_STR_EQ(cJSON_GetObjectItem(j, "text")->valuestring,
+                  "Xem: http://keng.test/r/A1-hh-1 ngay.");
+    cJSON_Delete(j);
+    free(text);
     fo_env_done(&e);
 }
