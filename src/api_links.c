@@ -133,9 +133,6 @@ void keng_api_reply_page(keng_call *c)
 {
     link_target t;
     if (link_find(c, 'r', &t)) return;
-    if (strcmp(t.state, "held") == 0) {
-        /* Not reached yet (the leader has not relayed): the link cannot be known either. */
-    }
     sqlite3_stmt *s = keng_store_stmt(c->app->store,
                                       "UPDATE recipients SET seen_at = ?3 WHERE alert_id = ?1"
                                       " AND member_id = ?2 AND seen_at IS NULL");
@@ -272,9 +269,10 @@ void keng_api_reply_post(keng_call *c)
 static int household_count(keng_store *st, const char *alert_id, const char *leader)
 {
     sqlite3_stmt *s = keng_store_stmt(
-        st, "SELECT count(*) FROM recipients r JOIN relays l ON l.alert_id = r.alert_id"
-            " AND l.group_id = r.via_group WHERE r.alert_id = ?1 AND l.leader_id = ?2"
-            " AND r.state = 'held'");
+        st, "SELECT count(DISTINCT j.member_id) FROM relays l JOIN memberships j"
+            " ON j.group_id = l.group_id WHERE l.alert_id = ?1 AND l.leader_id = ?2"
+            " AND l.state = 'waiting' AND j.member_id <> ?2 AND NOT EXISTS (SELECT 1 FROM"
+            " recipients x WHERE x.alert_id = ?1 AND x.member_id = j.member_id)");
     if (!s) return 0;
     sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(s, 2, leader, -1, SQLITE_TRANSIENT);

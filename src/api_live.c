@@ -44,7 +44,12 @@ cJSON *keng_api_alert_reach(keng_app *app, const char *alert_id)
         sqlite3_reset(s);
     }
     s = keng_store_stmt(
-        st, "SELECT r.via_group, count(*), sum(r.state = 'held'), sum(r.seen_at IS NOT NULL),"
+        st, "SELECT r.via_group, count(*),"
+            " CASE WHEN l.state = 'waiting' THEN (SELECT count(*) FROM memberships j"
+            "  JOIN groups g ON g.id = j.group_id WHERE j.group_id = r.via_group"
+            "  AND j.member_id <> coalesce(g.leader, '') AND NOT EXISTS (SELECT 1 FROM recipients x"
+            "  WHERE x.alert_id = r.alert_id AND x.member_id = j.member_id)) ELSE 0 END,"
+            " sum(r.seen_at IS NOT NULL),"
             " sum(r.replied_at IS NOT NULL), sum(EXISTS (SELECT 1 FROM deliveries d"
             "  WHERE d.alert_id = r.alert_id AND d.recipient = r.member_id"
             "  AND d.status = 'delivered')),"

@@ -22,8 +22,7 @@ static int address_ok(const char *a)
     const char *at = strchr(a, '@');
     if (!at || at == a || !at[1] || strchr(at + 1, '@')) return 0;
     for (const char *p = a; *p; p++)
-        if ((unsigned char)*p <= ' ' || *p == '<' || *p == '>' || *p == ',' || *p == '"')
-            return 0;
+        if ((unsigned char)*p <= ' ' || *p == '<' || *p == '>' || *p == ',' || *p == '"') return 0;
     return strlen(a) < 255;
 }
 
@@ -36,7 +35,8 @@ static int subject_header(const char *s, keng_buf *out)
     if (len == 0) return rc;
     while (rc == 0 && i < len) {
         size_t n = len - i > 45 ? 45 : len - i;
-        while (n > 0 && i + n < len && ((unsigned char)s[i + n] & 0xC0) == 0x80) n--;
+        while (n > 0 && i + n < len && ((unsigned char)s[i + n] & 0xC0) == 0x80)
+            n--;
         unsigned char enc[64];
         int m = EVP_EncodeBlock(enc, (const unsigned char *)s + i, (int)n);
         rc = keng_buf_printf(out, " =?UTF-8?B?%.*s?=", m, (const char *)enc);
@@ -50,12 +50,23 @@ static int html_escape(keng_buf *b, const char *s)
     int rc = 0;
     for (; rc == 0 && *s; s++) {
         switch (*s) {
-        case '<': rc = keng_buf_puts(b, "&lt;"); break;
-        case '>': rc = keng_buf_puts(b, "&gt;"); break;
-        case '&': rc = keng_buf_puts(b, "&amp;"); break;
-        case '"': rc = keng_buf_puts(b, "&quot;"); break;
-        case '\n': rc = keng_buf_puts(b, "<br>\r\n"); break;
-        default: rc = keng_buf_append(b, s, 1);
+        case '<':
+            rc = keng_buf_puts(b, "&lt;");
+            break;
+        case '>':
+            rc = keng_buf_puts(b, "&gt;");
+            break;
+        case '&':
+            rc = keng_buf_puts(b, "&amp;");
+            break;
+        case '"':
+            rc = keng_buf_puts(b, "&quot;");
+            break;
+        case '\n':
+            rc = keng_buf_puts(b, "<br>\r\n");
+            break;
+        default:
+            rc = keng_buf_append(b, s, 1);
         }
     }
     return rc;
@@ -66,7 +77,14 @@ static int build_html(const keng_channel_req *req, keng_buf *b)
     const keng_channel_msg *m = req->msg;
     int rc = 0;
     if (m->html && *m->html) {
-        rc = keng_buf_puts(b, m->html);
+        /* Template HTML may hold the link placeholder too: the recipient's link goes there. */
+        const char *h = m->html, *hit;
+        while (rc == 0 && (hit = strstr(h, KENG_LINK_PLACEHOLDER))) {
+            rc = keng_buf_append(b, h, (size_t)(hit - h));
+            if (rc == 0) rc = html_escape(b, req->link_url);
+            h = hit + strlen(KENG_LINK_PLACEHOLDER);
+        }
+        if (rc == 0) rc = keng_buf_puts(b, h);
     } else {
         rc = keng_buf_puts(b, "<!doctype html><html><head><meta charset=\"utf-8\"></head><body>"
                               "<p>");
@@ -220,7 +238,7 @@ static void email_judge(const keng_channel_req *req, const keng_channel_response
                        : KENG_CH_RETRY;
     snprintf(res->error, sizeof res->error, "smtp: %s",
              resp->curl_error && *resp->curl_error ? resp->curl_error
-                                                    : curl_easy_strerror(resp->cc));
+                                                   : curl_easy_strerror(resp->cc));
 }
 
 const keng_channel_ops keng_channel_email = {

@@ -81,13 +81,11 @@ static void telegram_judge(const keng_channel_req *req, const keng_channel_respo
     }
     if (cJSON_IsFalse(ok)) {
         cJSON *code = cJSON_GetObjectItemCaseSensitive(j, "error_code");
-        const char *desc =
-            cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "description"));
+        const char *desc = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "description"));
         cJSON *ra = cJSON_GetObjectItemCaseSensitive(
             cJSON_GetObjectItemCaseSensitive(j, "parameters"), "retry_after");
         int c = cJSON_IsNumber(code) ? code->valueint : (int)resp->status;
-        res->verdict = (c == 429 || c >= 500 || resp->status >= 500) ? KENG_CH_RETRY
-                                                                      : KENG_CH_DEAD;
+        res->verdict = (c == 429 || c >= 500 || resp->status >= 500) ? KENG_CH_RETRY : KENG_CH_DEAD;
         if (res->verdict == KENG_CH_RETRY && cJSON_IsNumber(ra) && ra->valueint >= 0)
             res->retry_after_s = ra->valueint;
         snprintf(res->error, sizeof res->error, "telegram %d: %s", c,

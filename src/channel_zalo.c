@@ -85,8 +85,7 @@ static void zalo_judge(const keng_channel_req *req, const keng_channel_response 
     const char *m = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "message"));
     if (!cJSON_IsNumber(e)) {
         res->verdict = KENG_CH_RETRY;
-        snprintf(res->error, sizeof res->error, "zalo_oa: unexpected response: %.120s",
-                 resp->body);
+        snprintf(res->error, sizeof res->error, "zalo_oa: unexpected response: %.120s", resp->body);
     } else if (e->valueint != 0) {
         res->verdict = e->valueint == ZALO_RATE_LIMIT ? KENG_CH_RETRY : KENG_CH_DEAD;
         if (e->valueint == ZALO_RATE_LIMIT) res->retry_after_s = 60;

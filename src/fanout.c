@@ -13,10 +13,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#define FO_CLAIM_CHUNK 512   /* rows per claim statement */
-#define FO_FLUSH_ROWS 500    /* results per write transaction, at most: bounds the stall */
-#define FO_FLUSH_MS 20       /* results wait at most this long before they are written */
-#define FO_MSG_CACHE 1024    /* message rows kept in memory */
+#define FO_CLAIM_CHUNK 512     /* rows per claim statement */
+#define FO_FLUSH_ROWS 500      /* results per write transaction, at most: bounds the stall */
+#define FO_FLUSH_MS 20         /* results wait at most this long before they are written */
+#define FO_MSG_CACHE 1024      /* message rows kept in memory */
 #define FO_FILE_MAX (4u << 20) /* bytes of file-channel lines waiting for one write */
 
 typedef struct fo_sock {
@@ -34,7 +34,9 @@ typedef struct fo_job {
     keng_channel_msg *msg;
     keng_channel_req req;
     int64_t id, created_at;
-    char *alert_id, *recipient, *idem_key, *channel;
+    char *alert_id, *recipient, *idem_key, *channel; /* point into strs */
+    keng_buf strs;   /* the row's strings, one buffer reused across jobs: no malloc per row */
+    int addr_shared; /* req.address is the engine's cached parse, not the job's own */
     int attempts;
     char link_kind;
     keng_buf link, resp;
@@ -45,9 +47,22 @@ typedef struct fo_job {
 
 typedef struct fo_result {
     keng_outbox_result r;
-    char *error, *alert_id;
+    char *error;
+    char *alert_heap;      /* the alert id when it does not fit alert_inline */
+    char alert_inline[48]; /* no malloc per result; never point at it (the array moves) */
     int fallback;
 } fo_result;
+
+static const char *res_alert(const fo_result *r)
+{
+    return r->alert_heap ? r->alert_heap : r->alert_inline;
+}
+
+static void res_free(fo_result *r)
+{
+    free(r->error);
+    free(r->alert_heap);
+}
 
 struct keng_fanout {
     uv_loop_t *loop;
@@ -65,6 +80,10 @@ struct keng_fanout {
     uint64_t res_oldest;
     keng_channel_msg **msgs;
     int nmsgs;
+    /* 100,000 rows to one webhook share one address text: parse it once. */
+    char *addr_text;
+    cJSON *addr_json;
+    int addr_refs;
     uint64_t rng;
     /* file channel: lines gather in fpend while one write of fwrite is in flight */
     uv_file fd;
@@ -157,11 +176,21 @@ int keng_channel_json_str(keng_buf *b, const char *s)
         char esc[6] = {'\\', 0};
         size_t n = 2;
         switch (c) {
-        case '"': esc[1] = '"'; break;
-        case '\\': esc[1] = '\\'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\r': esc[1] = 'r'; break;
-        case '\t': esc[1] = 't'; break;
+        case '"':
+            esc[1] = '"';
+            break;
+        case '\\':
+            esc[1] = '\\';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
         default:
             esc[1] = 'u', esc[2] = '0', esc[3] = '0', esc[4] = hex[c >> 4], esc[5] = hex[c & 15];
             n = 6;
@@ -188,7 +217,7 @@ void keng_channel_judge_http(const keng_channel_response *resp, keng_channel_res
         res->verdict = KENG_CH_RETRY;
         snprintf(res->error, sizeof res->error, "%s",
                  resp->curl_error && *resp->curl_error ? resp->curl_error
-                                                        : curl_easy_strerror(resp->cc));
+                                                       : curl_easy_strerror(resp->cc));
         return;
     }
     long s = resp->status;
@@ -200,9 +229,9 @@ void keng_channel_judge_http(const keng_channel_response *resp, keng_channel_res
     if (res->verdict == KENG_CH_RETRY) res->retry_after_s = resp->retry_after_s;
     /* The first line of the body says more than the status alone (it is the peer's words). */
     size_t n = 0;
-    while (n < resp->body_len && n < 160 && resp->body[n] != '\n' && resp->body[n] != '\r') n++;
-    snprintf(res->error, sizeof res->error, "HTTP %ld%s%.*s", s, n ? ": " : "", (int)n,
-             resp->body);
+    while (n < resp->body_len && n < 160 && resp->body[n] != '\n' && resp->body[n] != '\r')
+        n++;
+    snprintf(res->error, sizeof res->error, "HTTP %ld%s%.*s", s, n ? ": " : "", (int)n, resp->body);
 }
 
 int keng_channel_text_with_link(const keng_channel_req *req, keng_buf *out)
@@ -354,15 +383,16 @@ static int push_result(keng_fanout *f, fo_job *j, enum keng_outbox_status status
     r->r.next_at = next_at;
     r->r.last_code = code;
     r->r.latency_ms = latency_ms;
-    r->alert_id = strdup(j->alert_id);
+    const char *alert = j->alert_id ? j->alert_id : "";
+    size_t alen = strlen(alert);
+    if (alen < sizeof r->alert_inline)
+        memcpy(r->alert_inline, alert, alen + 1);
+    else if (!(r->alert_heap = strdup(alert)))
+        return -ENOMEM;
     if (error && !(r->error = strdup(error))) r->error = NULL;
     r->r.error = r->error;
     if (status == KENG_OUTBOX_DELIVERED) r->r.delivered_at = wall_now();
     r->fallback = status == KENG_OUTBOX_DEAD;
-    if (!r->alert_id) {
-        free(r->error);
-        return -ENOMEM;
-    }
     if (status == KENG_OUTBOX_PENDING && !f->stopping) f->dry = 0; /* a retry may be due now */
     if (f->nres++ == 0) f->res_oldest = uv_now(f->loop);
     return 0;
@@ -379,10 +409,12 @@ static void notify(keng_fanout *f, fo_result *res, int n)
     int nseen = 0;
     for (int i = 0; i < n; i++) {
         int dup = 0;
-        for (int k = 0; k < nseen && !dup; k++) dup = strcmp(seen[k], res[i].alert_id) == 0;
+        const char *a = res_alert(&res[i]);
+        for (int k = 0; k < nseen && !dup; k++)
+            dup = strcmp(seen[k], a) == 0;
         if (dup) continue;
-        if (nseen < 16) seen[nseen++] = res[i].alert_id;
-        f->cfg.on_change(f->cfg.ud, res[i].alert_id);
+        if (nseen < 16) seen[nseen++] = a;
+        f->cfg.on_change(f->cfg.ud, a);
     }
 }
 
@@ -391,9 +423,13 @@ static void notify(keng_fanout *f, fo_result *res, int n)
 static void job_release(keng_fanout *f, fo_job *j)
 {
     keng_channel_req_clear(&j->req);
-    cJSON_Delete(j->req.address);
+    if (j->addr_shared)
+        f->addr_refs--;
+    else
+        cJSON_Delete(j->req.address);
     j->req.address = NULL;
-    free(j->alert_id), free(j->recipient), free(j->idem_key), free(j->channel);
+    j->addr_shared = 0;
+    keng_buf_reset(&j->strs);
     j->alert_id = j->recipient = j->idem_key = j->channel = NULL;
     if (j->msg) j->msg->refs--;
     j->msg = NULL;
@@ -419,6 +455,7 @@ static fo_job *job_alloc(keng_fanout *f)
     keng_buf_init(&j->link, 4096);
     keng_buf_init(&j->resp, f->cfg.max_response);
     keng_buf_init(&j->req.body, 1u << 20);
+    keng_buf_init(&j->strs, 64 * 1024);
     f->njobs++;
     return j;
 }
@@ -435,11 +472,32 @@ static void on_claim(void *ud, const keng_outbox_row *row)
     j->created_at = row->created_at;
     j->attempts = row->attempts;
     j->link_kind = row->link_kind;
-    j->alert_id = strdup(row->alert_id);
-    j->recipient = strdup(row->recipient);
-    j->idem_key = strdup(row->idem_key);
-    j->channel = strdup(row->channel);
-    j->req.address = cJSON_Parse(row->address);
+    size_t la = strlen(row->alert_id) + 1, lr = strlen(row->recipient) + 1;
+    size_t lk = strlen(row->idem_key) + 1, lc = strlen(row->channel) + 1;
+    if (keng_buf_append(&j->strs, row->alert_id, la) == 0 &&
+        keng_buf_append(&j->strs, row->recipient, lr) == 0 &&
+        keng_buf_append(&j->strs, row->idem_key, lk) == 0 &&
+        keng_buf_append(&j->strs, row->channel, lc) == 0) {
+        j->alert_id = j->strs.data; /* pointers only after the last append: it may move */
+        j->recipient = j->alert_id + la;
+        j->idem_key = j->recipient + lr;
+        j->channel = j->idem_key + lk;
+    } /* else NULLs: start_job makes it dead with a reason */
+    if (f->addr_text && strcmp(f->addr_text, row->address) == 0) {
+        j->req.address = f->addr_json;
+    } else if (f->addr_refs == 0) {
+        free(f->addr_text);
+        cJSON_Delete(f->addr_json);
+        f->addr_text = strdup(row->address);
+        f->addr_json = f->addr_text ? cJSON_Parse(row->address) : NULL;
+        j->req.address = f->addr_json;
+    } else {
+        j->req.address = cJSON_Parse(row->address);
+    }
+    if (j->req.address && j->req.address == f->addr_json) {
+        j->addr_shared = 1;
+        f->addr_refs++;
+    }
     j->msg = msg_get(f, row->message_id);
     if (j->msg) j->msg->refs++;
     j->next = NULL;
@@ -469,14 +527,14 @@ static void retry_or_dead(keng_fanout *f, fo_job *j, int code, long retry_after_
     } else {
         /* Full jitter: uniform in [0, min(max, base * 2^(attempts-1))]. */
         uint64_t cap = (uint64_t)f->cfg.backoff_base_ms;
-        for (int i = 1; i < attempts && cap < (uint64_t)f->cfg.backoff_max_ms; i++) cap *= 2;
+        for (int i = 1; i < attempts && cap < (uint64_t)f->cfg.backoff_max_ms; i++)
+            cap *= 2;
         if (cap > (uint64_t)f->cfg.backoff_max_ms) cap = (uint64_t)f->cfg.backoff_max_ms;
         uint64_t ms = rng_next(f) % (cap + 1);
         delay_s = (int64_t)((ms + 999) / 1000);
     }
     f->stats.retried++;
-    push_result(f, j, KENG_OUTBOX_PENDING, attempts, wall_now() + delay_s, code, error,
-                latency_ms);
+    push_result(f, j, KENG_OUTBOX_PENDING, attempts, wall_now() + delay_s, code, error, latency_ms);
 }
 
 static void finish(keng_fanout *f, fo_job *j, const keng_channel_result *res)
@@ -666,8 +724,8 @@ static void drain(keng_fanout *f)
         fo_job *j = NULL;
         curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&j);
         CURLMcode mc = curl_multi_remove_handle(f->multi, e);
-        if (mc != CURLM_OK) keng_warn("fanout: curl_multi_remove_handle: %s",
-                                      curl_multi_strerror(mc));
+        if (mc != CURLM_OK)
+            keng_warn("fanout: curl_multi_remove_handle: %s", curl_multi_strerror(mc));
         if (!j) continue;
         long status = 0;
         curl_off_t ra = -1;
@@ -815,8 +873,8 @@ static void on_file_write(uv_fs_t *req);
 
 static void file_write_more(keng_fanout *f)
 {
-    uv_buf_t b = uv_buf_init(f->fwrite.data + f->fwrite_off,
-                             (unsigned)(f->fwrite.len - f->fwrite_off));
+    uv_buf_t b =
+        uv_buf_init(f->fwrite.data + f->fwrite_off, (unsigned)(f->fwrite.len - f->fwrite_off));
     int rc = uv_fs_write(f->loop, &f->freq, f->fd, &b, 1, -1, on_file_write);
     if (rc) {
         fo_job *l = f->fwrite_jobs;
@@ -933,7 +991,8 @@ static int flush_and_claim_timed(keng_fanout *f, int want)
     if (n == 0 && want == 0) return 0;
     int rc = keng_store_begin(f->st), claimed = 0;
     if (rc) return rc;
-    for (int i = 0; rc == 0 && i < n; i++) rc = keng_outbox_write(f->st, &f->res[i].r, 1);
+    for (int i = 0; rc == 0 && i < n; i++)
+        rc = keng_outbox_write(f->st, &f->res[i].r, 1);
     int64_t now = wall_now();
     for (int i = 0; rc == 0 && i < n; i++) {
         if (!f->res[i].fallback) continue;
@@ -952,8 +1011,10 @@ static int flush_and_claim_timed(keng_fanout *f, int want)
         claimed = keng_outbox_claim(f->st, now, want, on_claim, f);
         if (claimed < 0) rc = claimed;
     }
-    if (rc == 0) rc = keng_store_commit(f->st);
-    else keng_store_rollback(f->st);
+    if (rc == 0)
+        rc = keng_store_commit(f->st);
+    else
+        keng_store_rollback(f->st);
     if (rc) {
         keng_error("fanout: outbox write failed (%s); will try again", strerror(-rc));
         /* Claimed rows were rolled back to pending: drop their in-memory copies. */
@@ -975,7 +1036,8 @@ static int flush_and_claim_timed(keng_fanout *f, int want)
     if (n) f->stats.flushes++;
     if (want) f->stats.claims++;
     notify(f, f->res, n);
-    for (int i = 0; i < n; i++) free(f->res[i].error), free(f->res[i].alert_id);
+    for (int i = 0; i < n; i++)
+        res_free(&f->res[i]);
     if (n) memmove(f->res, f->res + n, (size_t)(f->nres - n) * sizeof *f->res);
     f->nres -= n;
     if (f->nres) f->res_oldest = uv_now(f->loop);
@@ -1108,13 +1170,15 @@ static void finish_stop(keng_fanout *f)
     f->stopped = 1;
     while (f->nres) /* write everything; a failing disk cannot hold up the exit forever */
         if (flush_and_claim(f, 0)) break;
-    for (int i = 0; i < f->nres; i++) free(f->res[i].error), free(f->res[i].alert_id);
+    for (int i = 0; i < f->nres; i++)
+        res_free(&f->res[i]);
     f->nres = 0;
     /* curl closes its connections here and may call the socket callback to remove polls. */
     CURLMcode mc = curl_multi_cleanup(f->multi);
     if (mc != CURLM_OK) keng_warn("fanout: curl_multi_cleanup: %s", curl_multi_strerror(mc));
     f->multi = NULL;
-    while (f->socks) sock_close(f, f->socks);
+    while (f->socks)
+        sock_close(f, f->socks);
     if (f->fd >= 0) {
         uv_fs_t req;
         uv_fs_close(NULL, &req, f->fd, NULL); /* synchronous: a close at exit, after the writes */
@@ -1183,15 +1247,20 @@ void keng_fanout_free(keng_fanout *f)
         keng_buf_free(&j->link);
         keng_buf_free(&j->resp);
         keng_buf_free(&j->req.body);
+        keng_buf_free(&j->strs);
         free(j);
     }
-    for (int i = 0; f->msgs && i < f->nmsgs; i++) msg_free(f->msgs[i]);
+    for (int i = 0; f->msgs && i < f->nmsgs; i++)
+        msg_free(f->msgs[i]);
     free(f->msgs);
     free(f->res);
+    free(f->addr_text);
+    cJSON_Delete(f->addr_json);
     keng_buf_free(&f->fpend);
     keng_buf_free(&f->fwrite);
     free(f->fpath);
-    for (int i = 0; i < 9; i++) free(f->strs[i]);
+    for (int i = 0; i < 9; i++)
+        free(f->strs[i]);
     free(f);
 }
 

@@ -8,6 +8,8 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdarg.h>
+#include <stdint.h>
 #include <string.h>
 
 #define IMPORT_MAX_FILE (16 * 1024 * 1024)
@@ -15,12 +17,80 @@
 #define CSV_MAX_ROWS 100000
 #define CSV_MAX_COLS 16
 
+/* What the cross-file checks need of a file, kept after its JSON tree is freed: a ward of
+ * 100,000 households is read one file at a time, never all at once. */
 typedef struct ifile {
     char name[256];
-    char *text;
-    cJSON *group;
+    char *gid, *parent;
+    char **defs; /* member ids the file defines (objects) */
+    int ndefs;
+    char **refs; /* member ids it names by id */
+    int nrefs;
     int bad;
 } ifile;
+
+/* A string → int map (open addressing, FNV-1a), for ids across files. Keys are borrowed. */
+typedef struct strmap {
+    const char **keys;
+    int *vals;
+    size_t cap, n;
+} strmap;
+
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    while (*s) h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
+    return h;
+}
+
+static int strmap_init(strmap *m, size_t expect)
+{
+    m->cap = 64;
+    while (m->cap < expect * 2) m->cap *= 2;
+    m->n = 0;
+    m->keys = calloc(m->cap, sizeof *m->keys);
+    m->vals = calloc(m->cap, sizeof *m->vals);
+    return m->keys && m->vals ? 0 : -ENOMEM;
+}
+
+static void strmap_free(strmap *m)
+{
+    free(m->keys);
+    free(m->vals);
+}
+
+/* The value of key, or -1. */
+static int strmap_get(const strmap *m, const char *key)
+{
+    for (size_t i = fnv1a(key) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+        if (!m->keys[i]) return -1;
+        if (!strcmp(m->keys[i], key)) return m->vals[i];
+    }
+}
+
+/* Adds key → val unless present; returns the value now stored. */
+static int strmap_add(strmap *m, const char *key, int val)
+{
+    for (size_t i = fnv1a(key) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+        if (!m->keys[i]) {
+            m->keys[i] = key;
+            m->vals[i] = val;
+            m->n++;
+            return val;
+        }
+        if (!strcmp(m->keys[i], key)) return m->vals[i];
+    }
+}
+
+static void ifile_clear(ifile *f)
+{
+    for (int i = 0; i < f->ndefs; i++) free(f->defs[i]);
+    for (int i = 0; i < f->nrefs; i++) free(f->refs[i]);
+    free(f->defs);
+    free(f->refs);
+    free(f->gid);
+    free(f->parent);
+}
 
 void keng_import_report_free(keng_import_report *r)
 {
@@ -84,6 +154,19 @@ static char *read_file(const char *path, size_t *len)
     return buf;
 }
 
+/* The line where needle first appears in the file (for errors found after parsing). */
+static int file_line(const char *dir, const ifile *f, const char *needle, int by_id)
+{
+    char path[4096];
+    size_t len;
+    snprintf(path, sizeof path, "%s/%s", dir, f->name);
+    char *text = read_file(path, &len);
+    if (!text) return 1;
+    int l = by_id ? line_of_id(text, needle) : line_of(text, needle);
+    free(text);
+    return l;
+}
+
 static int cmp_name(const void *a, const void *b)
 {
     return strcmp(((const ifile *)a)->name, ((const ifile *)b)->name);
@@ -95,152 +178,163 @@ static const char *member_id(const cJSON *m)
                              : cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m, "id"));
 }
 
-/* Checks one file alone: syntax and every field. */
-static void check_file(keng_import_report *r, ifile *f, const char *dir)
+/* Reads, parses and checks one file on its own. *out gets the tree when keep != 0. */
+static void check_file(keng_import_report *r, ifile *f, const char *dir, cJSON **out)
 {
     char path[4096];
     size_t len = 0;
+    *out = NULL;
     snprintf(path, sizeof path, "%s/%s", dir, f->name);
-    f->text = read_file(path, &len);
-    if (!f->text) {
-        f->text = strdup("");
+    char *text = read_file(path, &len);
+    if (!text) {
         refuse(r, f, 1, "cannot read the file (missing, unreadable or larger than 16 MB)");
         return;
     }
-    if (!keng_utf8_valid(f->text, len)) {
+    cJSON *g = NULL;
+    if (!keng_utf8_valid(text, len)) {
         refuse(r, f, 1, "the file is not valid UTF-8");
-        return;
+        goto out;
     }
     const char *end = NULL;
     /* len + 1: cJSON wants to see the terminating NUL when the end must be clean. */
-    f->group = memchr(f->text, 0, len) ? NULL : cJSON_ParseWithLengthOpts(f->text, len + 1, &end, 1);
-    if (!f->group) {
+    g = memchr(text, 0, len) ? NULL : cJSON_ParseWithLengthOpts(text, len + 1, &end, 1);
+    if (!g) {
         int line = 1;
-        for (const char *q = f->text; end && q < end; q++) line += *q == '\n';
+        for (const char *q = text; end && q < end; q++) line += *q == '\n';
         refuse(r, f, line, "not valid JSON here");
-        return;
+        goto out;
     }
     keng_verr e;
-    if (keng_group_validate(f->group, &e)) {
-        refuse(r, f, line_of(f->text, e.field[0] ? e.field : NULL), "%s", e.message);
-        return;
+    if (keng_group_validate(g, &e)) {
+        refuse(r, f, line_of(text, e.field[0] ? e.field : NULL), "%s", e.message);
+        goto out;
     }
-    const char *gid = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(f->group, "id"));
+    const char *gid = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(g, "id"));
     char expect[300];
     snprintf(expect, sizeof expect, "%s.json", gid);
     if (strcmp(expect, f->name) != 0) {
-        refuse(r, f, line_of_id(f->text, gid), "the group id %s does not match the file name", gid);
-        return;
+        refuse(r, f, line_of_id(text, gid), "the group id %s does not match the file name", gid);
+        goto out;
     }
-    cJSON *ms = cJSON_GetObjectItemCaseSensitive(f->group, "members");
-    int i = 0;
+    cJSON *ms = cJSON_GetObjectItemCaseSensitive(g, "members");
+    int n = ms ? cJSON_GetArraySize(ms) : 0, i = 0;
+    f->defs = calloc((size_t)n + 1, sizeof *f->defs);
+    f->refs = calloc((size_t)n + 1, sizeof *f->refs);
+    strmap seen;
+    if (!f->defs || !f->refs || strmap_init(&seen, (size_t)n)) {
+        refuse(r, f, 1, "out of memory");
+        goto out;
+    }
     for (cJSON *m = ms ? ms->child : NULL; m; m = m->next, i++) {
         if (cJSON_IsString(m)) {
             if (!keng_groups_valid_id(m->valuestring)) {
-                refuse(r, f, line_of(f->text, m->valuestring), "members[%d]: \"%.64s\" is not an id",
+                refuse(r, f, line_of(text, m->valuestring), "members[%d]: \"%.64s\" is not an id",
                        i, m->valuestring);
-                return;
+                break;
             }
-            continue;
-        }
-        if (keng_member_validate(m, 0, &e)) {
-            refuse(r, f, line_of_id(f->text, member_id(m)), "members[%d] (%s): %s", i,
+        } else if (keng_member_validate(m, 0, &e)) {
+            refuse(r, f, line_of_id(text, member_id(m)), "members[%d] (%s): %s", i,
                    member_id(m) ? member_id(m) : "?", e.message);
-            return;
+            break;
         }
-        for (cJSON *n = ms->child; n != m; n = n->next) {
-            if (member_id(n) && !strcmp(member_id(n), member_id(m))) {
-                refuse(r, f, line_of_id(f->text, member_id(m)), "member %s is listed twice",
-                       member_id(m));
-                return;
-            }
+        if (strmap_add(&seen, member_id(m), i) != i) {
+            refuse(r, f, line_of_id(text, member_id(m)), "member %s is listed twice", member_id(m));
+            break;
         }
+        if (cJSON_IsString(m))
+            f->refs[f->nrefs++] = strdup(m->valuestring);
+        else
+            f->defs[f->ndefs++] = strdup(member_id(m));
     }
+    strmap_free(&seen);
+    if (f->bad) goto out;
+    f->gid = strdup(gid);
+    const char *parent = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(g, "parent"));
+    if (parent) f->parent = strdup(parent);
+out:
+    free(text);
+    if (f->bad)
+        cJSON_Delete(g);
+    else
+        *out = g;
 }
 
-static ifile *find_definer(ifile *files, int n, const char *mid, const cJSON **def)
+/* Cross-file rules over the good files; returns 1 when it refused a file (run it again, as
+ * the refused file's members and group are gone for the others). */
+static int check_links(keng_store *st, keng_import_report *r, ifile *files, int n, const char *dir)
 {
-    for (int i = 0; i < n; i++) {
-        if (files[i].bad || !files[i].group) continue;
-        cJSON *ms = cJSON_GetObjectItemCaseSensitive(files[i].group, "members");
-        for (const cJSON *m = ms ? ms->child : NULL; m; m = m->next)
-            if (cJSON_IsObject(m) && !strcmp(member_id(m), mid)) {
-                if (def) *def = m;
-                return &files[i];
-            }
+    strmap defs, groups;
+    size_t ndefs = 0;
+    for (int i = 0; i < n; i++) ndefs += (size_t)files[i].ndefs;
+    if (strmap_init(&defs, ndefs) || strmap_init(&groups, (size_t)n)) {
+        strmap_free(&defs);
+        return 0;
     }
-    return NULL;
-}
-
-static ifile *find_group(ifile *files, int n, const char *gid)
-{
-    for (int i = 0; i < n; i++) {
-        if (files[i].bad || !files[i].group) continue;
-        const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(files[i].group, "id"));
-        if (id && !strcmp(id, gid)) return &files[i];
-    }
-    return NULL;
-}
-
-/* Cross-file rules; returns 1 when it refused a file (so the caller runs it again). */
-static int check_links(keng_store *st, keng_import_report *r, ifile *files, int n)
-{
-    for (int i = 0; i < n; i++) {
+    int refused = 0;
+    for (int i = 0; i < n && !refused; i++) {
         ifile *f = &files[i];
         if (f->bad) continue;
-        cJSON *ms = cJSON_GetObjectItemCaseSensitive(f->group, "members");
-        for (const cJSON *m = ms ? ms->child : NULL; m; m = m->next) {
-            const char *mid = member_id(m);
-            ifile *def = find_definer(files, n, mid, NULL);
-            if (cJSON_IsObject(m)) {
-                if (def != f) {
-                    refuse(r, f, line_of_id(f->text, mid), "member %s is already defined in %s",
-                           mid, def ? def->name : "another file");
-                    return 1;
-                }
-            } else if (!def && !keng_member_exists(st, mid)) {
-                refuse(r, f, line_of(f->text, mid),
-                       "member %s is not defined in any file (define it once, as an object)", mid);
-                return 1;
+        strmap_add(&groups, f->gid, i);
+        for (int k = 0; k < f->ndefs; k++) {
+            int owner = strmap_add(&defs, f->defs[k], i);
+            if (owner != i) {
+                refuse(r, f, file_line(dir, f, f->defs[k], 1), "member %s is already defined in %s",
+                       f->defs[k], files[owner].name);
+                refused = 1;
+                break;
             }
         }
-        const char *gid = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(f->group, "id"));
-        const char *parent =
-            cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(f->group, "parent"));
-        if (parent && !find_group(files, n, parent) && !keng_group_exists(st, parent)) {
-            refuse(r, f, line_of(f->text, "\"parent\""), "the parent group %s does not exist",
-                   parent);
-            return 1;
+    }
+    for (int i = 0; i < n && !refused; i++) {
+        ifile *f = &files[i];
+        if (f->bad) continue;
+        for (int k = 0; k < f->nrefs && !refused; k++) {
+            if (strmap_get(&defs, f->refs[k]) < 0 && !keng_member_exists(st, f->refs[k])) {
+                refuse(r, f, file_line(dir, f, f->refs[k], 0),
+                       "member %s is not defined in any file (define it once, as an object)",
+                       f->refs[k]);
+                refused = 1;
+            }
+        }
+        if (refused || !f->parent) continue;
+        if (strmap_get(&groups, f->parent) < 0 && !keng_group_exists(st, f->parent)) {
+            refuse(r, f, file_line(dir, f, "\"parent\"", 0), "the parent group %s does not exist",
+                   f->parent);
+            refused = 1;
+            continue;
         }
         /* Walk up through the files first, then the database. */
-        const char *cur = parent;
+        const char *cur = f->parent;
         for (int hops = 0; cur && hops <= n + 64; hops++) {
-            if (!strcmp(cur, gid)) {
-                refuse(r, f, line_of(f->text, "\"parent\""),
-                       "the parent chain of %s comes back to itself (a cycle)", gid);
-                return 1;
+            if (!strcmp(cur, f->gid)) {
+                refuse(r, f, file_line(dir, f, "\"parent\"", 0),
+                       "the parent chain of %s comes back to itself (a cycle)", f->gid);
+                refused = 1;
+                break;
             }
-            ifile *pf = find_group(files, n, cur);
-            if (pf) {
-                cur = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(pf->group, "parent"));
+            int pf = strmap_get(&groups, cur);
+            if (pf >= 0) {
+                cur = files[pf].parent;
             } else {
-                if (keng_group_parent_cycle(st, gid, cur)) {
-                    refuse(r, f, line_of(f->text, "\"parent\""),
-                           "the parent chain of %s comes back to itself (a cycle)", gid);
-                    return 1;
+                if (keng_group_parent_cycle(st, f->gid, cur)) {
+                    refuse(r, f, file_line(dir, f, "\"parent\"", 0),
+                           "the parent chain of %s comes back to itself (a cycle)", f->gid);
+                    refused = 1;
                 }
                 break;
             }
         }
     }
-    return 0;
+    strmap_free(&defs);
+    strmap_free(&groups);
+    return refused;
 }
 
-static int apply_file(keng_store *st, ifile *f, keng_import_report *r)
+static int apply_group(keng_store *st, const ifile *f, const cJSON *g, keng_import_report *r)
 {
     char source[300];
     snprintf(source, sizeof source, "file:%s", f->name);
-    cJSON *ms = cJSON_GetObjectItemCaseSensitive(f->group, "members");
+    cJSON *ms = cJSON_GetObjectItemCaseSensitive(g, "members");
     int rc = 0;
     for (const cJSON *m = ms ? ms->child : NULL; m && !rc; m = m->next) {
         if (cJSON_IsObject(m)) {
@@ -248,10 +342,9 @@ static int apply_file(keng_store *st, ifile *f, keng_import_report *r)
             r->members++;
         }
     }
-    if (!rc) rc = keng_group_upsert(st, f->group, source);
+    if (!rc) rc = keng_group_upsert(st, g, source);
     if (!rc) {
-        const char *gid = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(f->group, "id"));
-        rc = keng_group_set_members(st, gid, ms);
+        rc = keng_group_set_members(st, f->gid, ms);
         r->groups++;
     }
     return rc;
@@ -282,21 +375,35 @@ int keng_import_dir(keng_store *st, const char *dir, keng_import_report *r)
     }
     closedir(d);
     if (n) qsort(files, (size_t)n, sizeof *files, cmp_name);
-    for (int i = 0; i < n; i++) check_file(r, &files[i], dir);
-    while (check_links(st, r, files, n)) {
+    for (int i = 0; i < n; i++) {
+        cJSON *g;
+        check_file(r, &files[i], dir, &g);
+        cJSON_Delete(g);
     }
+    while (check_links(st, r, files, n, dir)) {
+    }
+    /* Apply: read each good file again, one at a time, in one transaction. */
     int rc = keng_store_begin(st);
     for (int i = 0; i < n && !rc; i++) {
         if (files[i].bad) continue;
-        rc = apply_file(st, &files[i], r);
+        cJSON *g = NULL;
+        ifile again;
+        memset(&again, 0, sizeof again);
+        memcpy(again.name, files[i].name, sizeof again.name);
+        keng_import_report scratch = {.errors = cJSON_CreateArray()};
+        check_file(&scratch, &again, dir, &g);
+        keng_import_report_free(&scratch);
+        if (g) rc = apply_group(st, &files[i], g, r);
+        else files[i].bad = 1; /* changed on disk while we read: applied next time */
+        cJSON_Delete(g);
+        ifile_clear(&again);
     }
     if (!rc) rc = keng_store_commit(st);
     else keng_store_rollback(st);
     for (int i = 0; i < n; i++) {
         if (files[i].bad) r->files_bad++;
         else r->files_ok++;
-        cJSON_Delete(files[i].group);
-        free(files[i].text);
+        ifile_clear(&files[i]);
     }
     free(files);
     keng_info("groups: imported %d groups and %d members from %s (%d files refused)", r->groups,

@@ -122,11 +122,11 @@ static cJSON *recipient_contacts(keng_store *st, const char *recipient)
  * one when publish made it, else a copy of the old text under the new channel. */
 static int64_t fallback_message(keng_store *st, int64_t old_id, const char *channel)
 {
-    sqlite3_stmt *s = keng_store_stmt(
-        st, "SELECT n.id FROM messages o JOIN messages n ON n.alert_id = o.alert_id"
-            " AND n.revision = o.revision AND n.event = o.event AND n.lang = o.lang"
-            " AND n.link_kind = o.link_kind AND n.note IS o.note AND n.channel = ?2"
-            " WHERE o.id = ?1");
+    sqlite3_stmt *s =
+        keng_store_stmt(st, "SELECT n.id FROM messages o JOIN messages n ON n.alert_id = o.alert_id"
+                            " AND n.revision = o.revision AND n.event = o.event AND n.lang = o.lang"
+                            " AND n.link_kind = o.link_kind AND n.note IS o.note AND n.channel = ?2"
+                            " WHERE o.id = ?1");
     if (!s) return -EIO;
     sqlite3_bind_int64(s, 1, old_id);
     sqlite3_bind_text(s, 2, channel, -1, SQLITE_STATIC);
@@ -319,7 +319,7 @@ int keng_outbox_counts(keng_store *st, const char *alert_id, cJSON **out)
 }
 
 #define LIST_WHERE                                                                                 \
-    " WHERE alert_id = ?1 AND (?2 IS NULL OR (?2 = 'failed' AND status = 'pending' AND"           \
+    " WHERE alert_id = ?1 AND (?2 IS NULL OR (?2 = 'failed' AND status = 'pending' AND"            \
     " attempts > 0) OR status = ?2)"
 
 int keng_outbox_list(keng_store *st, const char *alert_id, const char *status, int limit,
@@ -334,9 +334,10 @@ int keng_outbox_list(keng_store *st, const char *alert_id, const char *status, i
     if (status) sqlite3_bind_text(s, 2, status, -1, SQLITE_STATIC);
     if (sqlite3_step(s) == SQLITE_ROW) *total = sqlite3_column_int(s, 0);
     sqlite3_reset(s);
-    s = keng_store_stmt(st, "SELECT id, recipient, channel, contact_index, status, attempts,"
-                            " next_at, last_code, last_error, delivered_at, latency_ms, event,"
-                            " revision FROM deliveries" LIST_WHERE " ORDER BY id LIMIT ?3 OFFSET ?4");
+    s = keng_store_stmt(st,
+                        "SELECT id, recipient, channel, contact_index, status, attempts,"
+                        " next_at, last_code, last_error, delivered_at, latency_ms, event,"
+                        " revision FROM deliveries" LIST_WHERE " ORDER BY id LIMIT ?3 OFFSET ?4");
     if (!s) return -EIO;
     sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_STATIC);
     if (status) sqlite3_bind_text(s, 2, status, -1, SQLITE_STATIC);
@@ -357,10 +358,9 @@ int keng_outbox_list(keng_store *st, const char *alert_id, const char *status, i
                  cJSON_AddStringToObject(o, "recipient", keng_store_text(s, 1)) &&
                  cJSON_AddStringToObject(o, "channel", keng_store_text(s, 2)) &&
                  cJSON_AddNumberToObject(o, "contact_index", sqlite3_column_int(s, 3)) &&
-                 cJSON_AddStringToObject(o, "status",
-                                         strcmp(st_text, "pending") == 0 && attempts > 0
-                                             ? "failed"
-                                             : st_text) &&
+                 cJSON_AddStringToObject(
+                     o, "status",
+                     strcmp(st_text, "pending") == 0 && attempts > 0 ? "failed" : st_text) &&
                  cJSON_AddNumberToObject(o, "attempts", attempts) &&
                  cJSON_AddNumberToObject(o, "next_at", (double)sqlite3_column_int64(s, 6)) &&
                  cJSON_AddStringToObject(o, "event", keng_store_text(s, 11)) &&
@@ -374,8 +374,8 @@ int keng_outbox_list(keng_store *st, const char *alert_id, const char *status, i
             if (t == SQLITE_NULL)
                 ok = cJSON_AddNullToObject(o, opt[i].name) != NULL;
             else if (t == SQLITE_TEXT)
-                ok = cJSON_AddStringToObject(o, opt[i].name, keng_store_text(s, opt[i].col)) !=
-                     NULL;
+                ok =
+                    cJSON_AddStringToObject(o, opt[i].name, keng_store_text(s, opt[i].col)) != NULL;
             else
                 ok = cJSON_AddNumberToObject(o, opt[i].name,
                                              (double)sqlite3_column_int64(s, opt[i].col)) != NULL;
@@ -395,9 +395,9 @@ int keng_outbox_list(keng_store *st, const char *alert_id, const char *status, i
 int keng_outbox_redeliver(keng_store *st, const char *alert_id)
 {
     if (!alert_id) return -EINVAL;
-    sqlite3_stmt *s = keng_store_stmt(
-        st, "UPDATE deliveries SET status = 'pending', attempts = 0, next_at = 0"
-            " WHERE alert_id = ?1 AND status = 'dead'");
+    sqlite3_stmt *s =
+        keng_store_stmt(st, "UPDATE deliveries SET status = 'pending', attempts = 0, next_at = 0"
+                            " WHERE alert_id = ?1 AND status = 'dead'");
     if (!s) return -EIO;
     sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_STATIC);
     int rc = step_done(st, s);

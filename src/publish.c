@@ -311,6 +311,39 @@ static int resolve_targets(const keng_publish_ctx *c, const cJSON *view, keng_pu
     return 0;
 }
 
+/* The alert's area as SQL parameters: members with coordinates outside the circle are left
+ * out (an equirectangular distance, exact enough at a ward's scale). */
+typedef struct area {
+    int on;
+    double lat, lon, r, kx;
+} area;
+
+static area area_of(const cJSON *view)
+{
+    area a = {0};
+    const cJSON *o = cJSON_GetObjectItemCaseSensitive(view, "area");
+    if (!cJSON_IsObject(o)) return a;
+    a.on = 1;
+    a.lat = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(o, "lat"));
+    a.lon = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(o, "lon"));
+    a.r = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(o, "radius_m"));
+    a.kx = cos(a.lat * M_PI / 180.0) * 111320.0;
+    return a;
+}
+
+#define AREA_SQL                                                                                   \
+    "(?2 = 0 OR m.lat IS NULL OR m.lon IS NULL OR ((m.lon - ?4) * ?5) * ((m.lon - ?4) * ?5) +"    \
+    " ((m.lat - ?3) * 110540.0) * ((m.lat - ?3) * 110540.0) <= ?6 * ?6)"
+
+static void bind_area(sqlite3_stmt *s, const area *a)
+{
+    sqlite3_bind_int(s, 2, a->on);
+    sqlite3_bind_double(s, 3, a->lat);
+    sqlite3_bind_double(s, 4, a->lon);
+    sqlite3_bind_double(s, 5, a->kx);
+    sqlite3_bind_double(s, 6, a->r);
+}
+
 int keng_publish_alert(const keng_publish_ctx *c, const char *alert_id, int revision,
                        const cJSON *view, keng_publish_stats *out)
 {
@@ -318,55 +351,33 @@ int keng_publish_alert(const keng_publish_ctx *c, const char *alert_id, int revi
     const char *urgency = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(view, "urgency"));
     int immediate = urgency && !strcmp(urgency, "immediate");
     int64_t next_at = keng_publish_not_before(c->cfg, urgency, c->now);
-    /* Area: members with coordinates outside the circle are left out. */
-    const cJSON *area = cJSON_GetObjectItemCaseSensitive(view, "area");
-    int has_area = cJSON_IsObject(area);
-    double lat0 = 0, lon0 = 0, r = 0, kx = 0;
-    if (has_area) {
-        lat0 = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(area, "lat"));
-        lon0 = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(area, "lon"));
-        r = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(area, "radius_m"));
-        kx = cos(lat0 * M_PI / 180.0) * 111320.0;
-    }
+    area ar = area_of(view);
     int rc = keng_store_begin(c->st);
     if (rc) return rc;
     if ((rc = resolve_targets(c, view, out))) goto fail;
-    /* Leaders first, then households reached directly, then held ones: a member keeps the
-     * strongest way it is reached. */
+    /* Leaders first, then households reached directly: a member keeps the strongest way it
+     * is reached. Households of leader-relay groups become recipients when relayed. */
     static const char *const passes[] = {
         "INSERT INTO recipients(alert_id, member_id, via_group, role, state, rtoken)"
         " SELECT ?1, tg.leader, tg.id, 'leader', 'sent', keng_link_hash('l', ?1, tg.leader)"
         " FROM temp.tg tg JOIN members m ON m.id = tg.leader WHERE tg.relay = 'leader'"
-        "  AND ?2 = ?2 AND ?3 = ?3 AND ?4 = ?4 AND ?5 = ?5"
+        "  AND ?2 = ?2 AND ?3 = ?3 AND ?4 = ?4 AND ?5 = ?5 AND ?6 = ?6"
         " ON CONFLICT(alert_id, member_id) DO UPDATE SET role = 'leader', state = 'sent',"
         "  via_group = excluded.via_group, rtoken = excluded.rtoken",
         "INSERT INTO recipients(alert_id, member_id, via_group, role, state, rtoken)"
         " SELECT ?1, j.member_id, tg.id, 'member', 'sent', keng_link_hash('r', ?1, j.member_id)"
         " FROM temp.tg tg JOIN memberships j ON j.group_id = tg.id JOIN members m ON m.id = j.member_id"
-        " WHERE tg.relay = 'auto' AND (?2 = 0 OR m.lat IS NULL OR m.lon IS NULL OR"
-        "  ((m.lon - ?4) * ?5) * ((m.lon - ?4) * ?5) + ((m.lat - ?3) * 110540.0) * ((m.lat - ?3)"
-        "  * 110540.0) <= ?6 * ?6)"
-        " ON CONFLICT(alert_id, member_id) DO UPDATE SET state = 'sent'",
-        "INSERT INTO recipients(alert_id, member_id, via_group, role, state, rtoken)"
-        " SELECT ?1, j.member_id, tg.id, 'member', 'held', keng_link_hash('r', ?1, j.member_id)"
-        " FROM temp.tg tg JOIN memberships j ON j.group_id = tg.id JOIN members m ON m.id = j.member_id"
-        " WHERE tg.relay = 'leader' AND j.member_id <> tg.leader AND (?2 = 0 OR m.lat IS NULL OR"
-        "  m.lon IS NULL OR ((m.lon - ?4) * ?5) * ((m.lon - ?4) * ?5) + ((m.lat - ?3) * 110540.0)"
-        "  * ((m.lat - ?3) * 110540.0) <= ?6 * ?6)"
+        " WHERE tg.relay = 'auto' AND " AREA_SQL
         " ON CONFLICT(alert_id, member_id) DO NOTHING",
     };
-    for (size_t i = 0; i < 3 && !rc; i++) {
+    for (size_t i = 0; i < 2 && !rc; i++) {
         sqlite3_stmt *s = keng_store_stmt(c->st, passes[i]);
         if (!s) {
             rc = -EIO;
             break;
         }
         sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int(s, 2, has_area);
-        sqlite3_bind_double(s, 3, lat0);
-        sqlite3_bind_double(s, 4, lon0);
-        sqlite3_bind_double(s, 5, kx);
-        if (i > 0) sqlite3_bind_double(s, 6, r);
+        bind_area(s, &ar);
         rc = step_done(s);
     }
     if (rc) goto fail;
@@ -383,8 +394,7 @@ int keng_publish_alert(const keng_publish_ctx *c, const char *alert_id, int revi
     sqlite3_bind_int64(s, 3, c->now);
     if ((rc = step_done(s))) goto fail;
     out->relay_groups = sqlite3_changes(keng_store_db(c->st));
-    s = keng_store_stmt(c->st, "SELECT sum(state = 'sent'), sum(state = 'held'),"
-                               " sum(state = 'sent' AND json_array_length(m.contacts) = 0)"
+    s = keng_store_stmt(c->st, "SELECT count(*), sum(json_array_length(m.contacts) = 0)"
                                " FROM recipients r JOIN members m ON m.id = r.member_id"
                                " WHERE r.alert_id = ?1");
     if (!s) {
@@ -394,9 +404,23 @@ int keng_publish_alert(const keng_publish_ctx *c, const char *alert_id, int revi
     sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_TRANSIENT);
     if (sqlite3_step(s) == SQLITE_ROW) {
         out->recipients = sqlite3_column_int(s, 0);
-        out->held = sqlite3_column_int(s, 1);
-        out->unreachable = sqlite3_column_int(s, 2);
+        out->unreachable = sqlite3_column_int(s, 1);
     }
+    sqlite3_reset(s);
+    /* Households waiting for their leader: in a relay group and not reached otherwise. */
+    s = keng_store_stmt(c->st, "SELECT count(DISTINCT j.member_id) FROM temp.tg tg"
+                               " JOIN memberships j ON j.group_id = tg.id"
+                               " JOIN members m ON m.id = j.member_id"
+                               " WHERE tg.relay = 'leader' AND j.member_id <> tg.leader AND " AREA_SQL
+                               " AND NOT EXISTS (SELECT 1 FROM recipients r WHERE r.alert_id = ?1"
+                               "  AND r.member_id = j.member_id)");
+    if (!s) {
+        rc = -EIO;
+        goto fail;
+    }
+    sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_TRANSIENT);
+    bind_area(s, &ar);
+    if (sqlite3_step(s) == SQLITE_ROW) out->held = sqlite3_column_int(s, 0);
     sqlite3_reset(s);
     if ((rc = messages_for(c, alert_id, revision, "alert", view, NULL, NULL))) goto fail;
     if ((rc = deliveries_for(c, alert_id, revision, "alert", NULL, NULL, next_at, 0,
@@ -477,12 +501,20 @@ int keng_publish_relay(const keng_publish_ctx *c, const char *alert_id, const ch
         if (!rc && sqlite3_changes(keng_store_db(c->st)) == 0) rc = -EALREADY;
     }
     if (!rc) {
-        s = keng_store_stmt(c->st, "UPDATE recipients SET state = 'sent' WHERE alert_id = ?1"
-                                   " AND via_group = ?2 AND state = 'held'");
+        /* The group's households not reached some other way become recipients now. */
+        s = keng_store_stmt(
+            c->st, "INSERT INTO recipients(alert_id, member_id, via_group, role, state, rtoken)"
+                   " SELECT ?1, j.member_id, ?7, 'member', 'sent', keng_link_hash('r', ?1, j.member_id)"
+                   " FROM memberships j JOIN members m ON m.id = j.member_id"
+                   " JOIN groups g ON g.id = j.group_id"
+                   " WHERE j.group_id = ?7 AND j.member_id <> coalesce(g.leader, '') AND " AREA_SQL
+                   " ON CONFLICT(alert_id, member_id) DO NOTHING");
         if (!s) rc = -EIO;
         else {
+            area ar = area_of(view);
             sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_TRANSIENT);
-            sqlite3_bind_text(s, 2, group_id, -1, SQLITE_TRANSIENT);
+            bind_area(s, &ar);
+            sqlite3_bind_text(s, 7, group_id, -1, SQLITE_TRANSIENT);
             rc = step_done(s);
             out->recipients = sqlite3_changes(keng_store_db(c->st));
         }

@@ -57,8 +57,8 @@ static const char *const migrations[] = {
     "  PRIMARY KEY (alert_id, media_id)) WITHOUT ROWID;"
     "CREATE INDEX alert_media_media ON alert_media(media_id);"
     /* Who an alert reached and how: one row per (alert, member). via_group is the group it came
-     * through; role 'leader' rows get the relay link; households of a leader-relay group wait in
-     * state 'held' until the leader (or the timeout) relays. */
+     * through; role 'leader' rows get the relay link. Households of a leader-relay group get a
+     * row when the leader (or the timeout) relays. rtoken: SHA-256 of the link token. */
     "CREATE TABLE recipients ("
     "  alert_id TEXT NOT NULL, member_id TEXT NOT NULL, via_group TEXT NOT NULL,"
     "  role TEXT NOT NULL DEFAULT 'member', state TEXT NOT NULL DEFAULT 'sent',"
@@ -202,7 +202,8 @@ int keng_store_open(const char *path, keng_store **out)
     }
     sqlite3_busy_timeout(st->db, 5000);
     if ((rc = keng_store_exec(st, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-                                  "PRAGMA foreign_keys=OFF; PRAGMA temp_store=MEMORY;")) ||
+                                  "PRAGMA foreign_keys=OFF; PRAGMA temp_store=MEMORY;"
+                                  "PRAGMA cache_size=-16384;")) ||
         (rc = store_migrate(st))) {
         keng_store_close(st);
         return rc;

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -103,6 +104,8 @@ static void spawn(kengd *k, const char *const *extra)
             dup2(fd, 2);
             dup2(fd, 1);
         }
+        /* If the test dies on a failed assertion, kengd goes with it. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         setenv("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:exitcode=23", 1);
         execv(exe, (char *const *)argv);
         _exit(127);
@@ -369,6 +372,7 @@ void fake_start(fake *f, const char *name, const char *dir, const char *const *a
     if (pid == 0) {
         dup2(pfd[1], 1);
         close(pfd[0]);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         const char *argv[32];
         int n = 0;
         argv[n++] = "/usr/bin/python3";

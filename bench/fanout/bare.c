@@ -86,7 +86,8 @@ static void drain(void)
         inflight--;
         finished++;
     }
-    while (started < total && inflight < max_inflight) start_one();
+    while (started < total && inflight < max_inflight)
+        start_one();
 }
 
 static void on_poll(uv_poll_t *h, int status, int events)
@@ -167,13 +168,15 @@ int main(int argc, char **argv)
     curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, 64L);
     curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, 256L);
     t0 = uv_hrtime();
-    while (started < total && inflight < max_inflight) start_one();
-    while (finished < total) uv_run(loop, UV_RUN_ONCE);
+    while (started < total && inflight < max_inflight)
+        start_one();
+    while (finished < total)
+        uv_run(loop, UV_RUN_ONCE);
     uint64_t t1 = uv_hrtime();
     double s = (double)(t1 - t0) / 1e9;
     printf("bare n=%d ok=%d seconds=%.3f per_s=%.0f first_ms=%.2f max_stall_ms=%.2f "
            "rss_kb=%ld\n",
-           total, ok, s, ok / s, t_first ? (double)(t_first - t0) / 1e6 : -1.0, (double)stall.max_ns / 1e6,
-           bench_rss_peak_kb());
+           total, ok, s, ok / s, t_first ? (double)(t_first - t0) / 1e6 : -1.0,
+           (double)stall.max_ns / 1e6, bench_rss_peak_kb());
     return ok == total ? 0 : 1;
 }

@@ -9,11 +9,11 @@
 #include <string.h>
 #include <uv.h>
 
-#define BENCH_TEXT                                                                                 \
-    "[KHẨN] Tìm người già đi lạc: Ông Nguyễn Văn A, 78 tuổi, mặc áo sơ mi xanh, quần tây đen, "  \
+#define BENCH_TEXT                                                                                                      \
+    "[KHẨN] Tìm người già đi lạc: Ông Nguyễn Văn A, 78 tuổi, mặc áo sơ mi xanh, quần tây đen, " \
     "đi lạc từ chợ Hàn lúc 07:30 sáng nay. Ai thấy xin báo Công an phường Hải Châu 1."
 #define BENCH_ALERT                                                                                \
-    "{\"id\":\"A1\",\"kind\":\"lost_elder\",\"status\":\"published\",\"revision\":1,"             \
+    "{\"id\":\"A1\",\"kind\":\"lost_elder\",\"status\":\"published\",\"revision\":1,"              \
     "\"person_name\":\"Nguyễn Văn A\",\"age\":78,\"last_seen_place\":\"Chợ Hàn\"}"
 #define BENCH_PHOTOS "[\"http://127.0.0.1:8080/t/0123456789abcdef.jpg\"]"
 

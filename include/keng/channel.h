@@ -26,8 +26,8 @@ typedef struct keng_fanout_config keng_fanout_config;
 typedef struct keng_channel_msg {
     int64_t id;
     char *alert_id, *event, *lang, *channel, *text, *subject, *html, *alert_json, *photos;
-    char *note;       /* NULL when none */
-    char *first_photo; /* first URL of photos, NULL when none */
+    char *note;            /* NULL when none */
+    char *first_photo;     /* first URL of photos, NULL when none */
     keng_buf webhook_head; /* {"event":…,"alert":…,"text":…,"photos":[…] (no closing brace) */
     int refs;
 } keng_channel_msg;
@@ -64,11 +64,11 @@ typedef struct keng_channel_result {
 /* The transfer as the engine saw it, handed to judge(). */
 typedef struct keng_channel_response {
     CURLcode cc;
-    long status;          /* CURLINFO_RESPONSE_CODE */
-    long retry_after_s;   /* CURLINFO_RETRY_AFTER, -1 when absent */
-    const char *body;     /* "" when empty; cut at the configured cap */
+    long status;        /* CURLINFO_RESPONSE_CODE */
+    long retry_after_s; /* CURLINFO_RETRY_AFTER, -1 when absent */
+    const char *body;   /* "" when empty; cut at the configured cap */
     size_t body_len;
-    int truncated;        /* the response was bigger than the cap */
+    int truncated;          /* the response was bigger than the cap */
     const char *curl_error; /* CURLOPT_ERRORBUFFER text */
 } keng_channel_response;
 

@@ -32,13 +32,13 @@ typedef struct keng_fanout_config {
     const char *smtp_url, *smtp_from;                   /* email off when either is NULL;
                                                            smtp://host:port or smtps:// */
     const char *smtp_user, *smtp_password;              /* optional */
-    int max_inflight;     /* transfers at once, all hosts; 0 → 256 */
-    int max_per_host;     /* connections per host; 0 → 64 */
-    int timeout_ms;       /* per transfer; 0 → 15000 */
-    int max_attempts;     /* the n-th failure is dead; 0 → 8 */
-    int backoff_base_ms;  /* first retry within [0, base]; 0 → 2000 */
-    int backoff_max_ms;   /* cap of the backoff and of Retry-After; 0 → 3600000 */
-    size_t max_response;  /* a bigger response is cut off and fails that attempt; 0 → 64 KiB */
+    int max_inflight;    /* transfers at once, all hosts; 0 → 256 */
+    int max_per_host;    /* connections per host; 0 → 64 */
+    int timeout_ms;      /* per transfer; 0 → 15000 */
+    int max_attempts;    /* the n-th failure is dead; 0 → 8 */
+    int backoff_base_ms; /* first retry within [0, base]; 0 → 2000 */
+    int backoff_max_ms;  /* cap of the backoff and of Retry-After; 0 → 3600000 */
+    size_t max_response; /* a bigger response is cut off and fails that attempt; 0 → 64 KiB */
     /* Builds the absolute reply ('r') or relay ('l') URL for a recipient into out; 0 or a
      * negative errno. NULL: messages carry no link. */
     int (*link_url)(void *ud, char link_kind, const char *alert_id, const char *recipient,
@@ -52,9 +52,8 @@ typedef struct keng_fanout_config {
 /* Creates the engine on loop. The config is copied (strings included). It does not recover
  * 'inflight' rows: kengd calls keng_outbox_recover before, once, at start. 0 or a negative
  * errno; *out is NULL on error. Call keng_fanout_kick to start draining. */
-__attribute__((warn_unused_result)) int keng_fanout_new(uv_loop_t *loop, keng_store *st,
-                                                        const keng_fanout_config *cfg,
-                                                        keng_fanout **out);
+__attribute__((warn_unused_result)) int
+keng_fanout_new(uv_loop_t *loop, keng_store *st, const keng_fanout_config *cfg, keng_fanout **out);
 
 /* New pending rows exist (publish, relay, redeliver): drain soon. Cheap and coalesced — many kicks
  * in one loop iteration cost one claim on the next. */
@@ -76,7 +75,8 @@ int keng_fanout_metrics(keng_fanout *f, keng_buf *out);
 /* Engine statistics (for tests and the bench). */
 typedef struct keng_fanout_stats {
     uint64_t started, delivered, retried, dead, written, flushes, claims;
-    uint64_t db_ns, db_max_ns; /* time in outbox transactions (claims + result writes): total, max */
+    uint64_t db_ns,
+        db_max_ns; /* time in outbox transactions (claims + result writes): total, max */
     int inflight, queued;
     uint64_t first_delivery_ms; /* loop time of the first 2xx since keng_fanout_new, 0 = none */
 } keng_fanout_stats;

@@ -46,10 +46,10 @@ enum keng_outbox_status {
 typedef struct keng_outbox_result {
     int64_t id;
     enum keng_outbox_status status;
-    int attempts;        /* new value of the attempts column */
-    int64_t next_at;     /* pending: when it may go again (unix seconds) */
-    int last_code;       /* HTTP/SMTP status, 0 when none (network error), -1 keep the old */
-    const char *error;   /* last_error, NULL for none (kept as it was) */
+    int attempts;      /* new value of the attempts column */
+    int64_t next_at;   /* pending: when it may go again (unix seconds) */
+    int last_code;     /* HTTP/SMTP status, 0 when none (network error), -1 keep the old */
+    const char *error; /* last_error, NULL for none (kept as it was) */
     int64_t delivered_at;
     int64_t latency_ms;
 } keng_outbox_result;

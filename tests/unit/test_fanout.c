@@ -21,8 +21,8 @@ static int64_t webhook_row(fo_env *e, int port, const char *path, const char *re
 {
     char addr[256];
     snprintf(addr, sizeof addr,
-             "{\"type\":\"webhook\",\"url\":\"http://127.0.0.1:%d%s\",\"secret\":\"s3cr3t\"}",
-             port, path);
+             "{\"type\":\"webhook\",\"url\":\"http://127.0.0.1:%d%s\",\"secret\":\"s3cr3t\"}", port,
+             path);
     return fo_delivery(e, "A1", recipient, "webhook", addr, msg, "r");
 }
 
@@ -260,8 +260,8 @@ TEST(fanout_zalo_success_and_error)
     fo_env e;
     fo_env_init(&e);
     int port = fo_peer(&e, "zalo", "--token", "oa-token");
-    int64_t m = fo_message(&e, "A1", "alert", "zalo_oa", "r", "Cảnh báo: người già đi lạc",
-                           PHOTOS, NULL, NULL);
+    int64_t m = fo_message(&e, "A1", "alert", "zalo_oa", "r", "Cảnh báo: người già đi lạc", PHOTOS,
+                           NULL, NULL);
     int64_t m2 = fo_message(&e, "A2", "alert", "zalo_oa", "", "Không ảnh", NULL, NULL, NULL);
     int64_t ok = fo_delivery(&e, "A1", "hh-1", "zalo_oa",
                              "{\"type\":\"zalo_oa\",\"user_id\":\"84901\"}", m, "r");
@@ -305,8 +305,7 @@ TEST(fanout_zalo_success_and_error)
             ASSERT_STR_EQ(cJSON_GetObjectItem(pl, "template_type")->valuestring, "media");
             cJSON *el = cJSON_GetArrayItem(cJSON_GetObjectItem(pl, "elements"), 0);
             ASSERT_STR_EQ(cJSON_GetObjectItem(el, "media_type")->valuestring, "image");
-            ASSERT_STR_EQ(cJSON_GetObjectItem(el, "url")->valuestring,
-                          "http://keng.test/t/m1.jpg");
+            ASSERT_STR_EQ(cJSON_GetObjectItem(el, "url")->valuestring, "http://keng.test/t/m1.jpg");
             checked++;
         } else if (strcmp(user, "84901") == 0) {
             ASSERT_STR_EQ(text, "Không ảnh");
@@ -327,7 +326,8 @@ TEST(fanout_telegram_photo_message_and_429)
     /* A caption longer than Telegram's 1024 characters: the channel cuts it. */
     char longtext[3000];
     size_t n = 0;
-    while (n + 3 < sizeof longtext - 1) n += (size_t)snprintf(longtext + n, 4, "ạ");
+    while (n + 3 < sizeof longtext - 1)
+        n += (size_t)snprintf(longtext + n, 4, "ạ");
     longtext[n] = 0;
     int64_t mp = fo_message(&e, "A1", "alert", "telegram", "r", longtext, PHOTOS, NULL, NULL);
     int64_t mt = fo_message(&e, "A2", "alert", "telegram", "r", "Chỉ chữ", NULL, NULL, NULL);
@@ -369,7 +369,8 @@ TEST(fanout_telegram_photo_message_and_429)
                           "http://keng.test/t/m1.jpg");
             const char *cap = cJSON_GetObjectItem(body, "caption")->valuestring;
             size_t chars = 0;
-            for (const char *p = cap; *p; p++) chars += ((unsigned char)*p & 0xC0) != 0x80;
+            for (const char *p = cap; *p; p++)
+                chars += ((unsigned char)*p & 0xC0) != 0x80;
             ASSERT_EQ(chars, 1024);
             photos++;
         } else if (strcmp(path, "/bot123:abc/sendMessage") == 0) {
@@ -419,8 +420,7 @@ TEST(fanout_email_to_smtp_sink)
     ASSERT_STR_EQ(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "rcpt"), 0)->valuestring,
                   "to-7@ward.test");
     ASSERT_STR_EQ(cJSON_GetObjectItem(j, "content_type")->valuestring, "multipart/mixed");
-    ASSERT_STR_EQ(cJSON_GetObjectItem(j, "message_id")->valuestring,
-                  "<A1.1.hh-1.email@keng>");
+    ASSERT_STR_EQ(cJSON_GetObjectItem(j, "message_id")->valuestring, "<A1.1.hh-1.email@keng>");
     ASSERT_STR_CONTAINS(cJSON_GetObjectItem(j, "text")->valuestring,
                         "Ông Nguyễn Văn A, 78 tuổi\n\nhttp://keng.test/r/A1-hh-1");
     ASSERT_STR_CONTAINS(cJSON_GetObjectItem(j, "html")->valuestring,
@@ -525,12 +525,12 @@ TEST(fanout_unconfigured_channels_dead_without_contact)
     fo_env e;
     fo_env_init(&e);
     int64_t m = fo_message(&e, "A1", "alert", "x", "", "x", NULL, NULL, NULL);
-    int64_t z = fo_delivery(&e, "A1", "hh-1", "zalo_oa", "{\"type\":\"zalo_oa\",\"user_id\":\"u\"}",
-                            m, "");
-    int64_t t = fo_delivery(&e, "A1", "hh-1", "telegram", "{\"type\":\"telegram\",\"chat_id\":1}",
-                            m, "");
-    int64_t em = fo_delivery(&e, "A1", "hh-1", "email", "{\"type\":\"email\",\"address\":\"a@b.vn\"}",
-                             m, "");
+    int64_t z =
+        fo_delivery(&e, "A1", "hh-1", "zalo_oa", "{\"type\":\"zalo_oa\",\"user_id\":\"u\"}", m, "");
+    int64_t t =
+        fo_delivery(&e, "A1", "hh-1", "telegram", "{\"type\":\"telegram\",\"chat_id\":1}", m, "");
+    int64_t em = fo_delivery(&e, "A1", "hh-1", "email",
+                             "{\"type\":\"email\",\"address\":\"a@b.vn\"}", m, "");
     int64_t u = fo_delivery(&e, "A1", "hh-1", "pigeon", "{\"type\":\"pigeon\"}", m, "");
     keng_fanout_config c = base_cfg(&e);
     c.data_dir = NULL; /* file off too */
@@ -668,5 +668,38 @@ TEST(fanout_link_placeholder_in_text)
                   "Xem: http://keng.test/r/A1-hh-1 ngay.");
     cJSON_Delete(j);
     free(text);
+    fo_env_done(&e);
+}
+
+TEST(fanout_email_html_placeholder)
+{
+    fo_env e;
+    fo_env_init(&e);
+    int port = fo_peer(&e, "smtp_sink", NULL, NULL);
+    int64_t m = fo_message(&e, "A1", "alert", "email", "r", "Xem: " KENG_LINK_PLACEHOLDER, NULL,
+                           "Tiêu đề", NULL);
+    ASSERT_EQ(keng_store_exec(e.st,
+                              "UPDATE messages SET html = '<p><a href=\"" KENG_LINK_PLACEHOLDER
+                              "\">Trả lời</a></p>'"),
+              0);
+    fo_delivery(&e, "A1", "hh-1", "email", "{\"type\":\"email\",\"address\":\"a@ward.test\"}", m,
+                "r");
+    keng_fanout_config c = base_cfg(&e);
+    char url[64];
+    snprintf(url, sizeof url, "smtp://127.0.0.1:%d", port);
+    c.smtp_url = url;
+    c.smtp_from = "keng@ward.test";
+    ASSERT(fo_run_engine(&e, &c, NULL, NULL, 8000, NULL));
+    ASSERT_EQ(fo_count(&e, "status = 'delivered'"), 1);
+    char *log = fo_slurp(e.logs[0]);
+    cJSON *j = fo_line_json(log, 0);
+    ASSERT_NOT_NULL(j);
+    ASSERT_STR_CONTAINS(cJSON_GetObjectItem(j, "text")->valuestring,
+                        "Xem: http://keng.test/r/A1-hh-1");
+    const char *html = cJSON_GetObjectItem(j, "html")->valuestring;
+    ASSERT_STR_CONTAINS(html, "<a href=\"http://keng.test/r/A1-hh-1\">");
+    ASSERT(strstr(html, KENG_LINK_PLACEHOLDER) == NULL);
+    cJSON_Delete(j);
+    free(log);
     fo_env_done(&e);
 }

@@ -133,9 +133,8 @@ static int64_t fo_message(fo_env *e, const char *alert, const char *event, const
     return sqlite3_last_insert_rowid(keng_store_db(e->st));
 }
 
-static int64_t fo_delivery(fo_env *e, const char *alert, const char *recipient,
-                           const char *channel, const char *address, int64_t msg,
-                           const char *link_kind)
+static int64_t fo_delivery(fo_env *e, const char *alert, const char *recipient, const char *channel,
+                           const char *address, int64_t msg, const char *link_kind)
 {
     sqlite3_stmt *s = keng_store_stmt(
         e->st, "INSERT INTO deliveries (alert_id, revision, event, recipient, channel, address,"
@@ -216,7 +215,8 @@ static char *fo_slurp(const char *path)
 static int fo_lines(const char *text)
 {
     int n = 0;
-    for (const char *p = text; p && *p; p++) n += *p == '\n';
+    for (const char *p = text; p && *p; p++)
+        n += *p == '\n';
     return n;
 }
 
@@ -266,8 +266,7 @@ static void fo_on_change(void *ud, const char *alert_id)
     r->changes++;
 }
 
-static int fo_link(void *ud, char kind, const char *alert_id, const char *recipient,
-                   keng_buf *out)
+static int fo_link(void *ud, char kind, const char *alert_id, const char *recipient, keng_buf *out)
 {
     (void)ud;
     return keng_buf_printf(out, "http://keng.test/%c/%s-%s", kind, alert_id, recipient);
