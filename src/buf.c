@@ -41,6 +41,13 @@ static int buf_reserve(keng_buf *b, size_t n)
     return 0;
 }
 
+int keng_buf_reserve(keng_buf *b, size_t n)
+{
+    int rc = buf_reserve(b, n);
+    if (rc == 0 && b->len == 0) b->data[0] = '\0';
+    return rc;
+}
+
 int keng_buf_append(keng_buf *b, const void *p, size_t n)
 {
     int rc = buf_reserve(b, n);

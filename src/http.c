@@ -236,7 +236,8 @@ static void on_write(uv_write_t *w, int status)
         conn_close(c);
         return;
     }
-    if (c->close_after_write && c->writes == 0) conn_close(c);
+    /* A file response writes chunk by chunk: it closes when it is done, not between chunks. */
+    if (c->close_after_write && c->writes == 0 && !c->req.file) conn_close(c);
 }
 
 /* Queues head + body (both owned, either may be NULL) for the client. */
@@ -509,17 +510,10 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     (void)suggested;
     conn *c = h->data;
     keng_buf *in = &c->in;
-    if (in->cap - in->len < 65536 + 1) {
-        if (keng_buf_append(in, NULL, 0) || in->cap - in->len < 65536 + 1) {
-            /* grow: reserve by appending and rolling back */
-            size_t old = in->len;
-            static char zeros[65536 + 1];
-            if (keng_buf_append(in, zeros, sizeof zeros)) {
-                *buf = uv_buf_init(NULL, 0);
-                return;
-            }
-            in->len = old;
-        }
+    /* Room for 64 KiB more; reserved, not written, so an idle connection costs no pages. */
+    if (keng_buf_reserve(in, 65536)) {
+        *buf = uv_buf_init(NULL, 0);
+        return;
     }
     *buf = uv_buf_init(in->data + in->len, (unsigned)(in->cap - in->len - 1));
 }
@@ -628,6 +622,8 @@ static void conn_process(conn *c)
             keng_buf_consume(&c->in, c->in_off);
             c->in_off = 0;
         }
+        /* 1,000 idle keep-alive connections should not hold 64 KiB each. */
+        if (c->in.len == 0 && r->phase == PHASE_IDLE) keng_buf_free(&c->in);
         conn_update_reading(c);
     }
     c->in_process = 0;
@@ -835,6 +831,7 @@ const char *keng_http_req_query(const keng_http_req *r)
 const char *keng_http_req_header(const keng_http_req *r, const char *name)
 {
     const char *p = r->hdrs.data;
+    if (!p) return NULL;
     const char *end = p + r->hdrs.len;
     for (int i = 0; p && i < r->nhdrs && p < end; i++) {
         const char *v = p + strlen(p) + 1;
@@ -1023,7 +1020,7 @@ static void req_finish(keng_http_req *r)
         return;
     }
     req_reset(r);
-    if (!keep) {
+    if (!keep || c->close_after_write) { /* or the client half-closed meanwhile */
         c->close_after_write = 1;
         if (c->writes == 0) conn_close(c);
         return;

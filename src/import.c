@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define IMPORT_MAX_FILE (16 * 1024 * 1024)
 #define IMPORT_MAX_FILES 10000
@@ -142,8 +143,16 @@ static char *read_file(const char *path, size_t *len)
 {
     FILE *fp = fopen(path, "rb");
     if (!fp) return NULL;
-    char *buf = malloc(IMPORT_MAX_FILE + 1);
-    size_t n = buf ? fread(buf, 1, IMPORT_MAX_FILE + 1, fp) : 0;
+    struct stat st;
+    if (fstat(fileno(fp), &st) != 0 || st.st_size < 0 || st.st_size > IMPORT_MAX_FILE) {
+        fclose(fp);
+        return NULL;
+    }
+    /* One byte more than the size: a file that grew meanwhile is caught as too large. */
+    size_t want = (size_t)st.st_size + 1;
+    char *buf = malloc(want + 1);
+    size_t n = buf ? fread(buf, 1, want, fp) : 0;
+    if (n >= want) n = IMPORT_MAX_FILE + 1;
     fclose(fp);
     if (!buf || n > IMPORT_MAX_FILE) {
         free(buf);

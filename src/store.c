@@ -262,6 +262,14 @@ int keng_store_begin(keng_store *st)
     return rc;
 }
 
+int keng_store_begin_read(keng_store *st)
+{
+    if (st->tx_depth++ > 0) return 0;
+    int rc = keng_store_exec(st, "BEGIN");
+    if (rc) st->tx_depth = 0;
+    return rc;
+}
+
 int keng_store_commit(keng_store *st)
 {
     if (st->tx_depth == 0) return -EINVAL;

@@ -23,6 +23,8 @@ __attribute__((warn_unused_result)) int keng_buf_puts(keng_buf *b, const char *s
 __attribute__((warn_unused_result, format(printf, 2, 3))) int keng_buf_printf(keng_buf *b,
                                                                              const char *fmt, ...);
 __attribute__((warn_unused_result)) int keng_buf_vprintf(keng_buf *b, const char *fmt, va_list ap);
+/* Makes room for n more bytes without writing them (no page is touched). 0, -ENOMEM, -E2BIG. */
+__attribute__((warn_unused_result)) int keng_buf_reserve(keng_buf *b, size_t n);
 /* Removes the first n bytes. */
 void keng_buf_consume(keng_buf *b, size_t n);
 /* Hands the memory to the caller (NUL-terminated, never NULL unless out of memory). */

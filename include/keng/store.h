@@ -28,6 +28,10 @@ __attribute__((warn_unused_result)) int keng_store_begin(keng_store *st);
 __attribute__((warn_unused_result)) int keng_store_commit(keng_store *st);
 void keng_store_rollback(keng_store *st);
 
+/* A read transaction (plain BEGIN: it becomes a write one at the first write). A request's
+ * reads then share one snapshot and one lock instead of one per statement. Ended by commit. */
+__attribute__((warn_unused_result)) int keng_store_begin_read(keng_store *st);
+
 /* Runs one statement without results (DDL, PRAGMA). 0 or a negative errno. */
 int keng_store_exec(keng_store *st, const char *sql);
 
