@@ -90,7 +90,9 @@ static const char *const migrations[] = {
     "  attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL DEFAULT 0,"
     "  last_code INTEGER, last_error TEXT, created_at INTEGER NOT NULL,"
     "  delivered_at INTEGER, latency_ms INTEGER);"
-    "CREATE INDEX deliveries_due ON deliveries(status, next_at);"
+    /* Only pending rows are due: a delivered row leaves this index once instead of moving
+     * within it at every status change (the outbox's hot path). */
+    "CREATE INDEX deliveries_due ON deliveries(next_at) WHERE status = 'pending';"
     "CREATE INDEX deliveries_alert ON deliveries(alert_id, status);"
     "CREATE INDEX deliveries_recipient ON deliveries(alert_id, recipient);"
     "CREATE TABLE replies ("
