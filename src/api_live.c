@@ -93,6 +93,21 @@ cJSON *keng_api_alert_reach(keng_app *app, const char *alert_id)
     return out;
 }
 
+/* 0 when the alert of the path exists; else answers 404. */
+static int alert_or_404(keng_call *c)
+{
+    sqlite3_stmt *s = keng_store_stmt(c->app->store, "SELECT 1 FROM alerts WHERE id = ?");
+    int found = 0;
+    if (s) {
+        sqlite3_bind_text(s, 1, c->m.params[0], -1, SQLITE_TRANSIENT);
+        found = sqlite3_step(s) == SQLITE_ROW;
+        sqlite3_reset(s);
+    }
+    if (found) return 0;
+    keng_http_respond_error(c->req, 404, "not_found", "no such alert: %s", c->m.params[0]);
+    return -1;
+}
+
 /* ---- Server-Sent Events ---- */
 
 static void sse_send(keng_sse *sub, const char *event)
@@ -159,17 +174,7 @@ void keng_api_alerts_events(keng_call *c)
                                 "too many live views are open; retry in a moment");
         return;
     }
-    sqlite3_stmt *s = keng_store_stmt(app->store, "SELECT 1 FROM alerts WHERE id = ?");
-    int found = 0;
-    if (s) {
-        sqlite3_bind_text(s, 1, c->m.params[0], -1, SQLITE_TRANSIENT);
-        found = sqlite3_step(s) == SQLITE_ROW;
-        sqlite3_reset(s);
-    }
-    if (!found) {
-        keng_http_respond_error(c->req, 404, "not_found", "no such alert: %s", c->m.params[0]);
-        return;
-    }
+    if (alert_or_404(c)) return;
     keng_sse *sub = calloc(1, sizeof *sub);
     if (!sub) {
         keng_http_respond_error(c->req, 500, "internal", "out of memory");
@@ -336,17 +341,8 @@ void keng_api_alerts_replies(keng_call *c)
     int limit, offset;
     if (keng_api_paging(c, &limit, &offset)) return;
     keng_store *st = c->app->store;
-    sqlite3_stmt *s = keng_store_stmt(st, "SELECT 1 FROM alerts WHERE id = ?");
-    int found = 0;
-    if (s) {
-        sqlite3_bind_text(s, 1, c->m.params[0], -1, SQLITE_TRANSIENT);
-        found = sqlite3_step(s) == SQLITE_ROW;
-        sqlite3_reset(s);
-    }
-    if (!found) {
-        keng_http_respond_error(c->req, 404, "not_found", "no such alert: %s", c->m.params[0]);
-        return;
-    }
+    if (alert_or_404(c)) return;
+    sqlite3_stmt *s;
     /* Who replied is for officers and admins only: sources stay confidential. */
     int show_who = (c->who.role & KENG_ROLES_STAFF) != 0;
     cJSON *items = cJSON_CreateArray();

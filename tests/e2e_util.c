@@ -195,13 +195,18 @@ void kengd_kill9(kengd *k)
     k->pid = 0;
 }
 
+void rm_rf(const char *dir)
+{
+    ASSERT(strncmp(dir, "/tmp/keng-", 10) == 0 && !strchr(dir, '\''));
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ASSERT_EQ(system(cmd), 0);
+}
+
 void kengd_cleanup(kengd *k)
 {
     if (k->pid > 0) kengd_kill9(k);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", k->dir);
-    if (strncmp(k->dir, "/tmp/keng-e2e-", 14) == 0 && system(cmd) != 0) {
-    }
+    rm_rf(k->dir);
 }
 
 static size_t on_body(char *p, size_t sz, size_t n, void *ud)

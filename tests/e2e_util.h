@@ -63,6 +63,8 @@ void fake_stop(fake *f);
 /* The fake's log lines as a JSON array. */
 cJSON *fake_log(const fake *f);
 
+/* Removes a temporary directory of a test (only under /tmp/keng-). */
+void rm_rf(const char *dir);
 /* Writes a file (mkdir -p of its directory). */
 void write_file(const char *path, const void *data, size_t len);
 char *read_file_all(const char *path, size_t *len);

@@ -175,9 +175,7 @@ TEST_TIMEOUT(e2e_webhook_fanout_dedupe_retry_dead_update, 90)
     kengd_stop(&k);
     kengd_cleanup(&k);
     fake_stop(&wh);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    ASSERT_EQ(system(cmd), 0);
+    rm_rf(dir);
 }
 
 TEST_TIMEOUT(e2e_kill9_mid_fanout_then_restart, 120)
@@ -223,9 +221,7 @@ TEST_TIMEOUT(e2e_kill9_mid_fanout_then_restart, 120)
     kengd_stop(&k);
     kengd_cleanup(&k);
     fake_stop(&wh);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    ASSERT_EQ(system(cmd), 0);
+    rm_rf(dir);
 }
 
 TEST_TIMEOUT(e2e_quiet_hours_hold_expected_alerts, 60)
@@ -265,9 +261,7 @@ TEST_TIMEOUT(e2e_quiet_hours_hold_expected_alerts, 60)
     kengd_stop(&k);
     kengd_cleanup(&k);
     fake_stop(&wh);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    ASSERT_EQ(system(cmd), 0);
+    rm_rf(dir);
 }
 
 TEST_TIMEOUT(e2e_relay_by_timeout_and_live_events, 120)
@@ -315,7 +309,5 @@ TEST_TIMEOUT(e2e_relay_by_timeout_and_live_events, 120)
     kengd_stop(&k);
     kengd_cleanup(&k);
     fake_stop(&wh);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    ASSERT_EQ(system(cmd), 0);
+    rm_rf(dir);
 }

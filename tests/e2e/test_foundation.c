@@ -300,9 +300,7 @@ TEST(e2e_groups_dir_bad_file_refused_whole)
     resp_free(&r);
     kengd_stop(&k);
     kengd_cleanup(&k);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    ASSERT_EQ(system(cmd), 0);
+    rm_rf(dir);
 }
 
 TEST(e2e_csv_import)
