@@ -1,5 +1,6 @@
 /* The route table, authentication and the small shared handlers (health, metrics, tokens). */
 #include "keng/app.h"
+#include "keng/ckpt.h"
 
 #include "keng/log.h"
 #include "keng/norm.h"
@@ -336,6 +337,18 @@ int keng_api_metrics(keng_app *app, keng_buf *out)
                              "keng_db_size_bytes %lld\n",
                              keng_http_server_connections(app->http),
                              (long long)keng_store_size(app->store));
+    keng_ckpt_stats ck;
+    keng_ckpt_get_stats(app->ckpt, &ck);
+    if (!rc)
+        rc = keng_buf_printf(out,
+                             "# HELP keng_db_wal_frames Pages in the write-ahead log at the last"
+                             " commit.\n"
+                             "# TYPE keng_db_wal_frames gauge\n"
+                             "keng_db_wal_frames %lld\n"
+                             "# HELP keng_db_checkpoints_total WAL checkpoints run off the loop.\n"
+                             "# TYPE keng_db_checkpoints_total counter\n"
+                             "keng_db_checkpoints_total %llu\n",
+                             (long long)ck.last_wal, (unsigned long long)ck.runs);
     return rc;
 }
 

@@ -15,7 +15,7 @@ static int link_url(void *ud, char kind, const char *alert_id, const char *recip
 {
     keng_app *app = ud;
     char tok[KENG_TOKEN_LEN + 1];
-    keng_auth_link_token(app->secret, kind, alert_id, recipient, tok);
+    keng_auth_link_token_cached(app->link_macs, app->secret, kind, alert_id, recipient, tok);
     return keng_buf_printf(out, "%s/%c/%s", app->cfg->public_url, kind, tok);
 }
 
@@ -46,6 +46,7 @@ int keng_app_start_fanout(keng_app *app)
     fc.timeout_ms = c->fanout_timeout_ms;
     fc.max_attempts = c->fanout_max_attempts;
     fc.backoff_base_ms = c->fanout_backoff_base_ms;
+    app->link_macs = keng_hmac_cache_new(); /* NULL only without memory: then uncached */
     fc.link_url = link_url;
     fc.on_change = on_change;
     fc.ud = app;
@@ -64,6 +65,8 @@ void keng_app_free_fanout(keng_app *app)
 {
     keng_fanout_free(app->fanout);
     app->fanout = NULL;
+    keng_hmac_cache_free(app->link_macs);
+    app->link_macs = NULL;
 }
 
 int keng_api_fanout_metrics(keng_app *app, keng_buf *out)

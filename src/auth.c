@@ -4,11 +4,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -75,13 +77,113 @@ void keng_hmac_sha256_hex(const void *key, size_t keylen, const void *msg, size_
     to_hex(md, mdlen, out);
 }
 
+struct keng_hmac_cache {
+    EVP_MAC *mac;
+    struct {
+        unsigned char *key;
+        size_t keylen;
+        EVP_MAC_CTX *ctx;
+        uint64_t used;
+    } e[KENG_HMAC_CACHE];
+    uint64_t tick;
+};
+
+keng_hmac_cache *keng_hmac_cache_new(void)
+{
+    keng_hmac_cache *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    if (!(c->mac = EVP_MAC_fetch(NULL, "HMAC", NULL))) {
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void keng_hmac_cache_free(keng_hmac_cache *c)
+{
+    if (!c) return;
+    for (int i = 0; i < KENG_HMAC_CACHE; i++) {
+        free(c->e[i].key);
+        EVP_MAC_CTX_free(c->e[i].ctx);
+    }
+    EVP_MAC_free(c->mac);
+    free(c);
+}
+
+/* The context for key, keyed already; NULL when it cannot be made. */
+static EVP_MAC_CTX *hmac_ctx_for(keng_hmac_cache *c, const void *key, size_t keylen)
+{
+    int victim = 0;
+    for (int i = 0; i < KENG_HMAC_CACHE; i++) {
+        if (c->e[i].key && c->e[i].keylen == keylen && memcmp(c->e[i].key, key, keylen) == 0) {
+            c->e[i].used = ++c->tick;
+            /* A NULL key re-initialises with the key set before (OpenSSL 3 EVP_MAC_init). */
+            return EVP_MAC_init(c->e[i].ctx, NULL, 0, NULL) == 1 ? c->e[i].ctx : NULL;
+        }
+        if (c->e[i].used < c->e[victim].used) victim = i;
+    }
+    unsigned char *copy = malloc(keylen ? keylen : 1);
+    if (copy) memcpy(copy, key, keylen);
+    EVP_MAC_CTX *ctx = copy ? EVP_MAC_CTX_new(c->mac) : NULL;
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0),
+                           OSSL_PARAM_construct_end()};
+    if (!ctx || EVP_MAC_init(ctx, key, keylen, params) != 1) {
+        free(copy);
+        EVP_MAC_CTX_free(ctx);
+        return NULL;
+    }
+    free(c->e[victim].key);
+    EVP_MAC_CTX_free(c->e[victim].ctx);
+    c->e[victim].key = copy;
+    c->e[victim].keylen = keylen;
+    c->e[victim].ctx = ctx;
+    c->e[victim].used = ++c->tick;
+    return ctx;
+}
+
+int keng_hmac_cached_hex(keng_hmac_cache *c, const void *key, size_t keylen, const void *a,
+                         size_t alen, const void *b, size_t blen, char out[65])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    size_t mdlen = 0;
+    EVP_MAC_CTX *ctx = c ? hmac_ctx_for(c, key, keylen) : NULL;
+    if (ctx) {
+        if (EVP_MAC_update(ctx, a, alen) != 1 || (blen && EVP_MAC_update(ctx, b, blen) != 1) ||
+            EVP_MAC_final(ctx, md, &mdlen, sizeof md) != 1)
+            return -EIO;
+        to_hex(md, mdlen, out);
+        return 0;
+    }
+    /* Without a cache: one context for this message only. */
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    EVP_MAC_CTX *one = mac ? EVP_MAC_CTX_new(mac) : NULL;
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0),
+                           OSSL_PARAM_construct_end()};
+    int ok = one && EVP_MAC_init(one, key, keylen, params) == 1 &&
+             EVP_MAC_update(one, a, alen) == 1 && (!blen || EVP_MAC_update(one, b, blen) == 1) &&
+             EVP_MAC_final(one, md, &mdlen, sizeof md) == 1;
+    EVP_MAC_CTX_free(one);
+    EVP_MAC_free(mac);
+    if (!ok) return -EIO;
+    to_hex(md, mdlen, out);
+    return 0;
+}
+
 void keng_auth_link_token(const unsigned char secret[32], char kind, const char *alert_id,
                           const char *member_id, char out[KENG_TOKEN_LEN + 1])
+{
+    keng_auth_link_token_cached(NULL, secret, kind, alert_id, member_id, out);
+}
+
+void keng_auth_link_token_cached(keng_hmac_cache *c, const unsigned char secret[32], char kind,
+                                 const char *alert_id, const char *member_id,
+                                 char out[KENG_TOKEN_LEN + 1])
 {
     char msg[512], mac[65];
     int n = snprintf(msg, sizeof msg, "%c|%s|%s", kind, alert_id, member_id);
     if (n < 0 || (size_t)n >= sizeof msg) n = (int)sizeof msg - 1;
-    keng_hmac_sha256_hex(secret, 32, msg, (size_t)n, mac);
+    if (!c || keng_hmac_cached_hex(c, secret, 32, msg, (size_t)n, NULL, 0, mac))
+        keng_hmac_sha256_hex(secret, 32, msg, (size_t)n, mac);
     memcpy(out, mac, KENG_TOKEN_LEN);
     out[KENG_TOKEN_LEN] = '\0';
 }

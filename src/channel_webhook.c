@@ -56,15 +56,11 @@ static int webhook_prepare(keng_channel_req *req, char *err, size_t errlen)
     if (secret) {
         char ts[24], mac[65];
         int tn = snprintf(ts, sizeof ts, "%lld.", (long long)req->now);
-        keng_buf signed_text;
-        keng_buf_init(&signed_text, 0);
-        if (keng_buf_append(&signed_text, ts, (size_t)tn) ||
-            keng_buf_append(&signed_text, b->data, b->len)) {
-            keng_buf_free(&signed_text);
-            goto nomem;
+        if (keng_hmac_cached_hex(req->macs, secret, strlen(secret), ts, (size_t)tn, b->data, b->len, mac)) {
+            curl_slist_free_all(h);
+            snprintf(err, errlen, "cannot sign the body");
+            return -EIO;
         }
-        keng_hmac_sha256_hex(secret, strlen(secret), signed_text.data, signed_text.len, mac);
-        keng_buf_free(&signed_text);
         snprintf(line, sizeof line, "Keng-Signature: t=%lld,v1=%s", (long long)req->now, mac);
         ADD_HEADER(line);
     }

@@ -2,6 +2,7 @@
  * engine, all on one libuv loop; SIGTERM/SIGINT stop it gracefully, SIGHUP reloads groups/ and
  * templates/. */
 #include "keng/app.h"
+#include "keng/ckpt.h"
 #include "keng/import.h"
 #include "keng/log.h"
 #include "keng/publish.h"
@@ -136,6 +137,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "kengd: cannot open the database %s: %s\n", dbpath, strerror(-rc));
         return 1;
     }
+    if ((rc = keng_ckpt_start(app.loop, app.store, dbpath, 1000, &app.ckpt)))
+        keng_warn("store: checkpoints stay on the loop (%s)", strerror(-rc));
     if ((rc = keng_auth_load_secret(cfg.data_dir, app.secret)) ||
         (rc = keng_auth_ensure_admin(app.store, cfg.data_dir)) ||
         (rc = keng_publish_init(app.store, app.secret))) {
@@ -187,6 +190,7 @@ int main(int argc, char **argv)
     keng_http_server_free(app.http);
     keng_app_free_fanout(&app);
     keng_tplset_free(app.templates);
+    keng_ckpt_free(app.ckpt);
     keng_store_close(app.store);
     rc = uv_loop_close(app.loop);
     if (rc) keng_warn("loop closed with handles still open");

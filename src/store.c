@@ -103,6 +103,13 @@ static const char *const migrations[] = {
     "  seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,"
     "  subject TEXT NOT NULL DEFAULT '', detail TEXT NOT NULL DEFAULT '{}',"
     "  prev_hash TEXT NOT NULL, hash TEXT NOT NULL);",
+    /* 2: the outbox's per-alert index without status. A delivery changes status twice (claim,
+     * result); with status in the key its entry moved twice, a quarter of the fan-out's database
+     * time. By alert_id alone (rowid appended) it never moves and lists come out in id order;
+     * the rare dead rows, which an officer re-queues, have a small index of their own. */
+    "DROP INDEX deliveries_alert;"
+    "CREATE INDEX deliveries_alert ON deliveries(alert_id);"
+    "CREATE INDEX deliveries_dead ON deliveries(alert_id) WHERE status = 'dead';",
 };
 
 int keng_store_errno(int rc)

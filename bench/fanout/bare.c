@@ -41,9 +41,9 @@ static void start_one(void)
     int i = started++;
     snprintf(x->body, sizeof x->body,
              "{\"event\":\"alert\",\"alert\":%s,\"photos\":%s,\"text\":\"%s\\n\\n"
-             "http://127.0.0.1:8080/r/A1-hh-%06d\",\"reply_url\":\"http://127.0.0.1:8080/r/"
-             "A1-hh-%06d\"}",
-             BENCH_ALERT, BENCH_PHOTOS, BENCH_TEXT, i, i);
+             "http://127.0.0.1:8080/r/%032x\",\"reply_url\":\"http://127.0.0.1:8080/r/"
+             "%032x\"}",
+             BENCH_ALERT, BENCH_PHOTOS, BENCH_TEXT, (unsigned)i, (unsigned)i);
     char key[96];
     snprintf(key, sizeof key, "Idempotency-Key: A1.1.hh-%06d.webhook", i);
     struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");

@@ -28,10 +28,12 @@ typedef struct keng_app {
     uv_loop_t *loop;
     keng_config *cfg;
     keng_store *store;
+    struct keng_ckpt *ckpt; /* WAL checkpoints in the thread pool (ckpt.h) */
     keng_http_server *http;
     struct keng_fanout *fanout;
     keng_tplset *templates;
     unsigned char secret[32];
+    struct keng_hmac_cache *link_macs; /* the secret's key schedule, for links (app_fanout.c) */
     keng_alert_limits alert_limits;
     char media_dir[4096];
     int64_t started_at;

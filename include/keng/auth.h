@@ -34,9 +34,25 @@ void keng_sha256_hex(const void *data, size_t len, char out[65]);
 /* HMAC-SHA256(key, msg) as 64 hex chars + NUL. */
 void keng_hmac_sha256_hex(const void *key, size_t keylen, const void *msg, size_t msglen,
                           char out[65]);
+/* A small cache of keyed HMAC-SHA256 contexts, one per key (webhook secrets): the key schedule
+ * is done once per key, not per message (0.8 µs instead of 1.7 µs for a 1 KB body). Holds at
+ * most KENG_HMAC_CACHE keys, least recently used out first; owns copies of the keys. One thread
+ * (the loop) per cache. */
+#define KENG_HMAC_CACHE 16
+typedef struct keng_hmac_cache keng_hmac_cache;
+keng_hmac_cache *keng_hmac_cache_new(void); /* NULL when out of memory */
+void keng_hmac_cache_free(keng_hmac_cache *c);
+/* HMAC-SHA256(key, a || b) as 64 hex chars + NUL (b may be NULL with blen 0). With c NULL, or
+ * when the cache cannot hold the key, computes it without the cache. 0 or -EIO. */
+int keng_hmac_cached_hex(keng_hmac_cache *c, const void *key, size_t keylen, const void *a,
+                         size_t alen, const void *b, size_t blen, char out[65]);
 /* Derived link token for kind 'r' (reply) or 'l' (relay). */
 void keng_auth_link_token(const unsigned char secret[32], char kind, const char *alert_id,
                           const char *member_id, char out[KENG_TOKEN_LEN + 1]);
+/* The same with the key schedule of secret kept in c (NULL: none). */
+void keng_auth_link_token_cached(keng_hmac_cache *c, const unsigned char secret[32], char kind,
+                                 const char *alert_id, const char *member_id,
+                                 char out[KENG_TOKEN_LEN + 1]);
 /* Constant-time comparison of two NUL-terminated strings of equal length. */
 int keng_auth_equal(const char *a, const char *b);
 

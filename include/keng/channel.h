@@ -44,6 +44,7 @@ typedef struct keng_channel_req {
     cJSON *address;       /* the contact object */
     int64_t now;          /* unix seconds */
     CURL *easy;           /* reset, with timeouts/private/write callback already set */
+    struct keng_hmac_cache *macs; /* the engine's keyed HMAC contexts (webhook signatures) */
     /* built by the channel, released by keng_channel_req_clear */
     keng_buf body;
     struct curl_slist *headers;
