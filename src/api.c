@@ -53,6 +53,7 @@ static const keng_route routes[] = {
     R("POST", "/v1/alerts/:id/redeliver", keng_api_alerts_redeliver, KENG_ROLES_STAFF, 0, NULL),
     R("GET", "/v1/alerts/:id/events", keng_api_alerts_events, KENG_ROLES_READ, 0, NULL),
     R("GET", "/v1/alerts/:id/replies", keng_api_alerts_replies, KENG_ROLES_READ, 0, NULL),
+    R("GET", "/v1/lookup", keng_api_lookup, KENG_ROLES_READ, 0, NULL),
     R("GET", "/v1/audit", keng_api_audit_list, KENG_ROLES_STAFF, 0, NULL),
     R("GET", "/v1/audit/verify", keng_api_audit_verify, KENG_ROLES_STAFF, 0, NULL),
     R("GET", "/r/:token", keng_api_reply_page, 0, 0, NULL),

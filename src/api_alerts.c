@@ -287,6 +287,85 @@ void keng_api_alerts_list(keng_call *c)
     keng_http_respond_json(c->req, 200, out);
 }
 
+/* GET /v1/lookup?plate=&phone=&account=: published alerts that name any of them. Each value is
+ * normalized first (any everyday spelling of a plate or number lands on the stored form); a value
+ * that is no plate, phone or account at all is a 400 naming it. */
+void keng_api_lookup(keng_call *c)
+{
+    char raw[3][128], norm[3][KENG_NORM_ACCOUNT_MAX];
+    static const char *const names[3] = {"plate", "phone", "account"};
+    static const char *const shapes[3] = {
+        "plate must be a Vietnamese licence plate like 30A-123.45 or 29-B1 123.45",
+        "phone must be a Vietnamese phone number like 0905 123 456 or +84 905 123 456",
+        "account must be a bank account number (6 to 19 digits)"};
+    int given = 0;
+    for (int i = 0; i < 3; i++) {
+        norm[i][0] = '\0';
+        int q = keng_http_query_param(c->req, names[i], raw[i], sizeof raw[i]);
+        if (q == -ENOENT || (q == 0 && raw[i][0] == '\0')) continue;
+        int rc = q;
+        if (rc == 0 && i == 0) rc = keng_norm_plate(raw[i], norm[i], sizeof norm[i]);
+        if (rc == 0 && i == 1) rc = keng_norm_phone(raw[i], norm[i], sizeof norm[i]);
+        if (rc == 0 && i == 2) rc = keng_norm_account(raw[i], norm[i], sizeof norm[i]);
+        if (rc) {
+            keng_api_field_error(c, names[i], "%s", shapes[i]);
+            return;
+        }
+        given++;
+    }
+    if (!given) {
+        keng_http_respond_error(c->req, 400, "bad_request",
+                                "give plate, phone or account to look up");
+        return;
+    }
+    sqlite3_stmt *s = keng_store_stmt(
+        c->app->store,
+        "SELECT id, status, revision, doc, created_at, coalesce(published_at, 0), updated_at,"
+        " ?1 IS NOT NULL AND json_extract(doc, '$.plate') = ?1,"
+        " ?2 IS NOT NULL AND (json_extract(doc, '$.contact_phone') = ?2 OR EXISTS (SELECT 1 FROM"
+        "  json_each(doc, '$.phone_numbers') WHERE value = ?2)),"
+        " ?3 IS NOT NULL AND EXISTS (SELECT 1 FROM json_each(doc, '$.bank_accounts')"
+        "  WHERE value = ?3)"
+        " FROM alerts WHERE status = 'published' AND (expires_at IS NULL OR expires_at > ?4)"
+        " AND json_valid(doc) ORDER BY coalesce(published_at, created_at) DESC, id");
+    if (!s) {
+        keng_http_respond_error(c->req, 500, "internal", "the lookup could not be run");
+        return;
+    }
+    for (int i = 0; i < 3; i++)
+        if (norm[i][0]) sqlite3_bind_text(s, i + 1, norm[i], -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 4, keng_time_now());
+    cJSON *items = cJSON_CreateArray();
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        int hit[3] = {sqlite3_column_int(s, 7), sqlite3_column_int(s, 8), sqlite3_column_int(s, 9)};
+        if (!hit[0] && !hit[1] && !hit[2]) continue;
+        alert_row a;
+        memset(&a, 0, sizeof a);
+        snprintf(a.id, sizeof a.id, "%s", keng_store_text(s, 0));
+        snprintf(a.status, sizeof a.status, "%s", keng_store_text(s, 1));
+        a.revision = sqlite3_column_int(s, 2);
+        a.doc = cJSON_Parse(keng_store_text(s, 3));
+        a.created_at = sqlite3_column_int64(s, 4);
+        a.published_at = sqlite3_column_int64(s, 5);
+        a.updated_at = sqlite3_column_int64(s, 6);
+        cJSON *v = a.doc ? alert_view(&a) : NULL;
+        alert_row_free(&a);
+        if (!v) continue;
+        cJSON *matched = cJSON_AddArrayToObject(v, "matched");
+        for (int i = 0; i < 3; i++)
+            if (hit[i]) cJSON_AddItemToArray(matched, cJSON_CreateString(names[i]));
+        cJSON_AddItemToArray(items, v);
+    }
+    sqlite3_reset(s);
+    cJSON *out = cJSON_CreateObject();
+    cJSON *q = cJSON_AddObjectToObject(out, "query");
+    for (int i = 0; i < 3; i++)
+        if (norm[i][0]) cJSON_AddStringToObject(q, names[i], norm[i]);
+    cJSON_AddItemToObject(out, "items", items);
+    cJSON_AddNumberToObject(out, "total", cJSON_GetArraySize(items));
+    keng_http_respond_json(c->req, 200, out);
+}
+
 /* Loads :id or answers 404; 0 on success. */
 static int load_or_404(keng_call *c, alert_row *a)
 {

@@ -153,6 +153,8 @@ const char *keng_cli_value_text(const cJSON *v, char *out, size_t len);
 void keng_cli_print_fields(const cJSON *obj, const char *const *skip);
 /* A string member of obj, or "" */
 const char *keng_cli_str(const cJSON *obj, const char *name);
+/* The line that names an alert in a list: its title, else its kind's key fields. */
+void keng_cli_alert_summary(const cJSON *a, char *out, size_t len);
 /* A numeric member of obj, or def. */
 double keng_cli_num(const cJSON *obj, const char *name, double def);
 

@@ -270,7 +270,7 @@ static int alert_path(keng_buf *p, const char *id, const char *suffix)
 }
 
 /* The line that names an alert in a list: its title, else its kind's key fields. */
-static void summary(const cJSON *a, char *out, size_t len)
+void keng_cli_alert_summary(const cJSON *a, char *out, size_t len)
 {
     const char *title = keng_cli_str(a, "title"), *kind = keng_cli_str(a, "kind");
     char age[32];
@@ -401,7 +401,7 @@ static int cmd_list(keng_cli *c, const keng_cli_args *a)
         keng_cli_value_text(cJSON_GetObjectItemCaseSensitive(it, "revision"), rev, sizeof rev);
         keng_cli_value_text(cJSON_GetObjectItemCaseSensitive(it, "created_at"), created,
                             sizeof created);
-        summary(it, sum, sizeof sum);
+        keng_cli_alert_summary(it, sum, sizeof sum);
         const char *row[] = {keng_cli_str(it, "id"),
                              keng_cli_str(it, "kind"),
                              keng_cli_str(it, "status"),
@@ -437,7 +437,7 @@ static int cmd_show(keng_cli *c, const keng_cli_args *a)
         keng_cli_print_raw(&r);
     } else if (!rc) {
         char sum[512];
-        summary(r.json, sum, sizeof sum);
+        keng_cli_alert_summary(r.json, sum, sizeof sum);
         printf("Tin báo / Alert %s — %s\n", keng_cli_str(r.json, "id"), sum);
         static const char *const order[] = {"kind",       "status",       "revision",
                                             "created_at", "published_at", "updated_at"};

@@ -166,9 +166,17 @@ int keng_cli_cmd_lookup(keng_cli *c, int argc, char **argv)
         if (n == 0) printf("không có tin báo nào / no active alert names it\n");
         cJSON_ArrayForEach(it, items)
         {
-            const char *title = keng_cli_str(it, "title");
-            printf("%s  %s  %s  %s\n", keng_cli_str(it, "id"), keng_cli_str(it, "kind"),
-                   keng_cli_str(it, "status"), title);
+            char sum[512], matched[64] = "";
+            keng_cli_alert_summary(it, sum, sizeof sum);
+            const cJSON *m;
+            cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(it, "matched"))
+            {
+                size_t l = strlen(matched);
+                snprintf(matched + l, sizeof matched - l, "%s%s", l ? "," : "",
+                         cJSON_GetStringValue(m) ? m->valuestring : "");
+            }
+            printf("%s  %s  %s  [%s]\n", keng_cli_str(it, "id"), keng_cli_str(it, "kind"), sum,
+                   matched);
         }
     }
     keng_cli_reply_free(&r);

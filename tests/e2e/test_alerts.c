@@ -365,3 +365,90 @@ TEST_TIMEOUT(e2e_leader_relay_and_household_reply, 60)
     kengd_stop(&k);
     kengd_cleanup(&k);
 }
+
+/* Publishes body and returns the alert id in id. */
+static void publish_new(kengd *k, const char *body, char id[64])
+{
+    resp r;
+    http_json(k, "POST", "/v1/alerts", body, &r);
+    if (r.status != 201) TEST_FAIL("create: %ld %s", r.status, r.body);
+    snprintf(id, 64, "%s", jstr(r.json, "id"));
+    resp_free(&r);
+    char p[256];
+    snprintf(p, sizeof p, "/v1/alerts/%s/publish", id);
+    http_json(k, "POST", p, NULL, &r);
+    ASSERT_EQ(r.status, 200);
+    resp_free(&r);
+}
+
+TEST_TIMEOUT(e2e_lookup_plate_phone_account_in_any_spelling, 60)
+{
+    kengd k;
+    kengd_start(&k, NULL, NULL);
+    char bike[64], scam[64], draft[64], p[512];
+    publish_new(&k,
+                "{\"kind\":\"suspicious_vehicle\",\"vehicle_type\":\"motorbike\",\"plate\":"
+                "\"29-MĐ1 123.45\",\"color\":\"đen\",\"urgency\":\"immediate\","
+                "\"targets\":{\"kinds\":[\"pawnshop\"]}}",
+                bike);
+    publish_new(&k,
+                "{\"kind\":\"scam_pattern\",\"pattern_type\":\"fake_police\",\"script_summary\":"
+                "\"Gọi điện xưng công an phường, yêu cầu chuyển tiền để 'xác minh'\","
+                "\"phone_numbers\":[\"0812 345 678\",\"+84 905 111 222\"],"
+                "\"bank_accounts\":[\"0071 000.123-456\"],\"targets\":{\"groups\":[\"truong-hoc\"]}}",
+                scam);
+    resp r;
+    /* A draft names the same plate but is not active. */
+    http_json(&k, "POST", "/v1/alerts",
+              "{\"kind\":\"suspicious_vehicle\",\"vehicle_type\":\"motorbike\",\"plate\":"
+              "\"29MD112345\",\"targets\":{\"kinds\":[\"pawnshop\"]}}", &r);
+    ASSERT_EQ(r.status, 201);
+    snprintf(draft, sizeof draft, "%s", jstr(r.json, "id"));
+    resp_free(&r);
+
+    /* The plate as typed differently: lower case, Đ read as D, other separators. */
+    http(&k, "GET", "/v1/lookup?plate=29-md1%20123.45", NULL, NULL, NULL, 0, &r);
+    ASSERT_EQ(r.status, 200);
+    ASSERT_STR_EQ(jstr(r.json, "query.plate"), "29MD112345");
+    ASSERT_EQ(jnum(r.json, "total"), 1);
+    ASSERT_STR_EQ(jstr(r.json, "items[0].id"), bike);
+    ASSERT_STR_EQ(jstr(r.json, "items[0].matched[0]"), "plate");
+    resp_free(&r);
+    /* A phone in national form finds the scam stored in E.164; so does the account. */
+    http(&k, "GET", "/v1/lookup?phone=0905.111.222", NULL, NULL, NULL, 0, &r);
+    ASSERT_EQ(r.status, 200);
+    ASSERT_EQ(jnum(r.json, "total"), 1);
+    ASSERT_STR_EQ(jstr(r.json, "items[0].id"), scam);
+    ASSERT_STR_EQ(jstr(r.json, "items[0].matched[0]"), "phone");
+    resp_free(&r);
+    http(&k, "GET", "/v1/lookup?account=0071000123456&plate=30A-999.99", NULL, NULL, NULL, 0, &r);
+    ASSERT_EQ(jnum(r.json, "total"), 1);
+    ASSERT_STR_EQ(jstr(r.json, "items[0].matched[0]"), "account");
+    resp_free(&r);
+    /* Nothing names it: an empty list, not an error. */
+    http(&k, "GET", "/v1/lookup?plate=51F-999.99", NULL, NULL, NULL, 0, &r);
+    ASSERT_EQ(r.status, 200);
+    ASSERT_EQ(jnum(r.json, "total"), 0);
+    resp_free(&r);
+    /* Not a plate at all, or no question: 400 naming the field. */
+    http(&k, "GET", "/v1/lookup?plate=xe%20m%C3%A0u%20%C4%91en", NULL, NULL, NULL, 0, &r);
+    ASSERT_EQ(r.status, 400);
+    ASSERT_STR_CONTAINS(r.body, "plate");
+    resp_free(&r);
+    http(&k, "GET", "/v1/lookup", NULL, NULL, NULL, 0, &r);
+    ASSERT_EQ(r.status, 400);
+    resp_free(&r);
+    http(&k, "GET", "/v1/lookup?plate=29MD112345", "", NULL, NULL, 0, &r); /* no token */
+    ASSERT_EQ(r.status, 401);
+    resp_free(&r);
+    /* Once cancelled, the bike is no longer named. */
+    snprintf(p, sizeof p, "/v1/alerts/%s/cancel", bike);
+    http_json(&k, "POST", p, "{\"reason\":\"Đã tìm thấy xe\"}", &r);
+    ASSERT_EQ(r.status, 200);
+    resp_free(&r);
+    http(&k, "GET", "/v1/lookup?plate=29MD112345", NULL, NULL, NULL, 0, &r);
+    ASSERT_EQ(jnum(r.json, "total"), 0);
+    resp_free(&r);
+    kengd_stop(&k);
+    kengd_cleanup(&k);
+}

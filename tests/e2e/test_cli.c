@@ -464,7 +464,25 @@ TEST_TIMEOUT(cli_scam_pattern_publish_json, 15)
     ASSERT_STR_EQ(jstr(a, "phone_numbers[0]"), "+84905123456");
     ASSERT_STR_EQ(jstr(a, "phone_numbers[1]"), "+84389999888");
     ASSERT_STR_EQ(jstr(a, "status"), "published");
+    char id[64];
+    snprintf(id, sizeof id, "%s", jstr(a, "id"));
     cJSON_Delete(j);
+    run_free(&r);
+
+    /* A resident forwards the number that called them: keng lookup finds the alert. */
+    RUN(&c.admin, &r, "lookup", "--phone", "038 9999 888");
+    ASSERT_STATUS(r, 0);
+    ASSERT_STR_CONTAINS(r.out, id);
+    ASSERT_STR_CONTAINS(r.out, "fake_police");
+    ASSERT_STR_CONTAINS(r.out, "[phone]");
+    run_free(&r);
+    RUN(&c.admin, &r, "lookup", "--phone", "0911 000 000");
+    ASSERT_STATUS(r, 0);
+    ASSERT_STR_CONTAINS(r.out, "không có tin báo nào");
+    run_free(&r);
+    RUN(&c.admin, &r, "lookup", "--plate", "không phải biển số");
+    ASSERT(r.status != 0);
+    ASSERT_STR_CONTAINS(r.err, "plate");
     run_free(&r);
 
     ctx_stop(&c);
