@@ -1009,8 +1009,12 @@ static int flush_and_claim_timed(keng_fanout *f, int want)
     if (n == 0 && want == 0) return 0;
     int rc = keng_store_begin(f->st), claimed = 0;
     if (rc) return rc;
-    for (int i = 0; rc == 0 && i < n; i++)
-        rc = keng_outbox_write(f->st, &f->res[i].r, 1);
+    if (n) {
+        keng_outbox_result rows[FO_FLUSH_ROWS];
+        for (int i = 0; i < n; i++)
+            rows[i] = f->res[i].r;
+        rc = keng_outbox_write(f->st, rows, n);
+    }
     int64_t now = wall_now();
     for (int i = 0; rc == 0 && i < n; i++) {
         if (!f->res[i].fallback) continue;

