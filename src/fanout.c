@@ -214,12 +214,15 @@ void keng_channel_judge_http(const keng_channel_response *resp, keng_channel_res
     res->code = (int)resp->status;
     res->retry_after_s = -1;
     res->error[0] = '\0';
-    if (resp->truncated) {
+    /* A response over the cap was cut (the transfer ends with a write error): the status line
+     * had arrived, and it is the receiver's verdict; a 2xx with a huge body was delivered.
+     * Without a status there is nothing to go on: a failed attempt. */
+    if (resp->truncated && resp->status < 200) {
         res->verdict = KENG_CH_RETRY;
-        snprintf(res->error, sizeof res->error, "response too large (status %ld)", resp->status);
+        snprintf(res->error, sizeof res->error, "response too large, no status");
         return;
     }
-    if (resp->cc != CURLE_OK) {
+    if (resp->cc != CURLE_OK && !resp->truncated) {
         res->verdict = KENG_CH_RETRY;
         snprintf(res->error, sizeof res->error, "%s",
                  resp->curl_error && *resp->curl_error ? resp->curl_error

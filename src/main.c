@@ -35,11 +35,15 @@ static void close_everything(void *ud)
     keng_app_stop_cron(&app);
 }
 
-static void on_http_done(void *ud)
+/* HTTP and the fan-out drain side by side, each within the one grace period: together they
+ * take at most shutdown_grace_ms, not the sum. A request answered meanwhile that writes new
+ * deliveries leaves them pending in the outbox for the next start. */
+static int draining;
+
+static void on_drained(void *ud)
 {
     (void)ud;
-    /* In-flight requests are answered; now let deliveries finish within what is left. */
-    keng_app_stop_fanout(&app, cfg.shutdown_grace_ms, close_everything, NULL);
+    if (--draining == 0) close_everything(NULL);
 }
 
 static void reload(void)
@@ -71,7 +75,9 @@ static void on_signal(uv_signal_t *h, int signum)
     keng_info("%s: stopping (up to %d ms for in-flight work)", signum == SIGTERM ? "SIGTERM" : "SIGINT",
               cfg.shutdown_grace_ms);
     (void)h;
-    keng_http_server_shutdown(app.http, cfg.shutdown_grace_ms, on_http_done, NULL);
+    draining = 2;
+    keng_app_stop_fanout(&app, cfg.shutdown_grace_ms, on_drained, NULL);
+    keng_http_server_shutdown(app.http, cfg.shutdown_grace_ms, on_drained, NULL);
 }
 
 static int mkdir_p(const char *dir, mode_t mode)

@@ -4,7 +4,7 @@ request as a JSON line {"path","key","sig_ok","t","body"}. Behaviour by path:
   /ok            204                      /status/CODE   that status, body "status CODE"
   /flaky/N       500 for the first N requests of each Idempotency-Key, then 200
   /ra/SECS       429 with Retry-After: SECS
-  /hang          never answers            /big           200 with a 10 MB body"""
+  /hang          never answers            /big[/CODE]    200 (or CODE) with a 10 MB body"""
 import hashlib
 import hmac
 import json
@@ -53,7 +53,7 @@ class Webhook(Handler):
             time.sleep(3600)
         elif p[0] == "big":
             n = 10 * 1024 * 1024
-            self.send_response(200)
+            self.send_response(int(p[1]) if len(p) > 1 else 200)
             self.send_header("Content-Type", "application/octet-stream")
             self.send_header("Content-Length", str(n))
             self.end_headers()

@@ -243,15 +243,40 @@ TEST(fanout_webhook_big_response_is_cut)
     long rss0 = fo_maxrss_kb();
     keng_fanout_config c = base_cfg(&e);
     fo_run run;
-    ASSERT(fo_run_engine(&e, &c, tried, &ids[3], 8000, &run));
+    ASSERT(fo_run_engine(&e, &c, final, &ids[3], 8000, &run));
     for (int i = 0; i < 4; i++) {
         fo_row r = fo_get(&e, ids[i]);
-        ASSERT_STR_EQ(r.status, "pending"); /* a failed attempt, retried later */
+        /* The receiver said 200: delivered once, not retried for its 10 MB answer. */
+        ASSERT_STR_EQ(r.status, "delivered");
         ASSERT_EQ(r.attempts, 1);
-        ASSERT_STR_CONTAINS(r.last_error, "response too large");
+        ASSERT_EQ(r.last_code, 200);
     }
     /* 4 × 10 MB were offered; the engine keeps at most 64 KiB per transfer. */
     ASSERT_LT(fo_maxrss_kb() - rss0, 8 * 1024);
+    fo_env_done(&e);
+}
+
+TEST(fanout_webhook_big_refusal_is_dead_and_big_5xx_retried)
+{
+    fo_env e;
+    fo_env_init(&e);
+    int port = fo_peer(&e, "webhook", "--secret", "s3cr3t");
+    int64_t m = fo_message(&e, "A1", "alert", "webhook", "r", "x", NULL, NULL, NULL);
+    int64_t bad = webhook_row(&e, port, "/big/400", "hh-1", m);
+    int64_t busy = webhook_row(&e, port, "/big/503", "hh-2", m);
+    keng_fanout_config c = base_cfg(&e);
+    fo_run run;
+    ASSERT(fo_run_engine(&e, &c, tried, &busy, 8000, &run));
+    ASSERT(fo_run_engine(&e, &c, final, &bad, 8000, &run));
+    fo_row r = fo_get(&e, bad);
+    ASSERT_STR_EQ(r.status, "dead"); /* a refusal stays a refusal, however long */
+    ASSERT_EQ(r.attempts, 1);
+    ASSERT_EQ(r.last_code, 400);
+    ASSERT_STR_CONTAINS(r.last_error, "HTTP 400: xxxx");
+    r = fo_get(&e, busy);
+    ASSERT_STR_EQ(r.status, "pending"); /* 503: tried again later */
+    ASSERT_EQ(r.attempts, 1);
+    ASSERT_EQ(r.last_code, 503);
     fo_env_done(&e);
 }
 
