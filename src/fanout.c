@@ -19,6 +19,7 @@
 #define FO_FLUSH_MS 20         /* results wait at most this long before they are written */
 #define FO_MSG_CACHE 1024      /* message rows kept in memory */
 #define FO_FILE_MAX (4u << 20) /* bytes of file-channel lines waiting for one write */
+#define FO_HOST_BUCKETS 256    /* hosts by hash of scheme://host:port */
 
 typedef struct fo_sock {
     uv_poll_t poll;
@@ -27,8 +28,11 @@ typedef struct fo_sock {
     struct fo_sock *prev, *next;
 } fo_sock;
 
+struct fo_host;
+
 typedef struct fo_job {
     keng_fanout *f;
+    struct fo_host *host; /* while in flight or parked: the receiver it counts against */
     struct fo_job *next, *prev; /* queue, active list, file batch or free list */
     CURL *easy;                 /* from the engine's pool while the job is in flight */
     const keng_channel_ops *ops;
@@ -45,6 +49,17 @@ typedef struct fo_job {
     uint64_t t0; /* uv_now when the attempt started */
     char errbuf[CURL_ERROR_SIZE];
 } fo_job;
+
+/* One receiver (scheme://host:port): transfers in flight to it, and the jobs parked because it
+ * has max_per_host already. The engine keeps this cap itself rather than leaving it to curl: a
+ * transfer curl queues for a connection has its timeout running, so a receiver that never
+ * answers used to make queued deliveries fail without ever being sent. */
+typedef struct fo_host {
+    struct fo_host *next; /* hash chain */
+    char key[128];
+    int inflight, parked;
+    fo_job *park_head, *park_tail;
+} fo_host;
 
 typedef struct fo_result {
     keng_outbox_result r;
@@ -81,6 +96,8 @@ struct keng_fanout {
     CURL **easies;
     int neasies;
     keng_hmac_cache *macs; /* webhook secrets, keyed once */
+    fo_host *hosts[FO_HOST_BUCKETS];
+    int parked; /* jobs waiting for a busy receiver, all hosts */
     fo_result *res;
     int nres, res_cap;
     uint64_t res_oldest;
@@ -441,6 +458,7 @@ static void job_release(keng_fanout *f, fo_job *j)
 {
     if (j->easy) easy_put(f, j->easy); /* out of the multi handle already */
     j->easy = NULL;
+    j->host = NULL;
     keng_channel_req_clear(&j->req);
     if (j->addr_shared)
         f->addr_refs--;
@@ -605,6 +623,105 @@ static void active_remove(keng_fanout *f, fo_job *j)
     f->inflight--;
 }
 
+/* ---- receivers -------------------------------------------------------------------------- */
+
+/* "scheme://host:port" of url, lower case, without user info or path. */
+static void host_key(const char *url, char *out, size_t outlen)
+{
+    const char *a = strstr(url, "://");
+    size_t n = 0;
+    if (a) {
+        for (const char *p = url; p < a && n + 1 < outlen; p++)
+            out[n++] = (char)((*p >= 'A' && *p <= 'Z') ? *p + 32 : *p);
+        a += 3;
+    } else {
+        a = url;
+    }
+    const char *end = a + strcspn(a, "/?#");
+    const char *at = memchr(a, '@', (size_t)(end - a));
+    while (at) { /* the last '@' ends the user info */
+        a = at + 1;
+        at = memchr(a, '@', (size_t)(end - a));
+    }
+    if (n + 3 < outlen) out[n++] = ':', out[n++] = '/', out[n++] = '/';
+    for (const char *p = a; p < end && n + 1 < outlen; p++)
+        out[n++] = (char)((*p >= 'A' && *p <= 'Z') ? *p + 32 : *p);
+    out[n] = '\0';
+}
+
+/* The URL a job's transfer goes to, as far as the cap is concerned; NULL: not capped. */
+static const char *job_origin(const keng_fanout *f, const fo_job *j)
+{
+    const char *url = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j->req.address, "url"));
+    if (url) return url;
+    if (!strcmp(j->ops->type, "zalo_oa")) return f->cfg.zalo_base_url;
+    if (!strcmp(j->ops->type, "telegram")) return f->cfg.telegram_base_url;
+    if (!strcmp(j->ops->type, "email")) return f->cfg.smtp_url;
+    return NULL;
+}
+
+static fo_host *host_get(keng_fanout *f, const char *url)
+{
+    char key[128];
+    host_key(url, key, sizeof key);
+    uint32_t hsh = 2166136261u;
+    for (const char *p = key; *p; p++)
+        hsh = (hsh ^ (unsigned char)*p) * 16777619u;
+    fo_host **b = &f->hosts[hsh % FO_HOST_BUCKETS];
+    for (fo_host *h = *b; h; h = h->next)
+        if (!strcmp(h->key, key)) return h;
+    fo_host *h = calloc(1, sizeof *h);
+    if (!h) return NULL;
+    memcpy(h->key, key, sizeof key);
+    h->next = *b;
+    *b = h;
+    return h;
+}
+
+static void host_free_all(keng_fanout *f)
+{
+    for (int i = 0; i < FO_HOST_BUCKETS; i++) {
+        while (f->hosts[i]) {
+            fo_host *h = f->hosts[i];
+            f->hosts[i] = h->next;
+            free(h);
+        }
+    }
+}
+
+/* A transfer to j's host ended: the next job parked for it goes to the head of the queue. */
+static void host_done(keng_fanout *f, fo_job *j)
+{
+    fo_host *h = j->host;
+    j->host = NULL;
+    if (!h) return;
+    h->inflight--;
+    fo_job *p = h->park_head;
+    if (!p) return;
+    h->park_head = p->next;
+    if (!h->park_head) h->park_tail = NULL;
+    h->parked--;
+    f->parked--;
+    p->host = NULL;
+    p->next = f->q_head;
+    f->q_head = p;
+    if (!f->q_tail) f->q_tail = p;
+    f->queued++;
+}
+
+static void host_park(keng_fanout *f, fo_host *h, fo_job *j)
+{
+    j->host = h;
+    j->next = NULL;
+    if (h->park_tail)
+        h->park_tail->next = j;
+    else
+        h->park_head = j;
+    h->park_tail = j;
+    h->parked++;
+    f->parked++;
+}
+
 static size_t on_write(char *p, size_t size, size_t n, void *ud)
 {
     fo_job *j = ud;
@@ -706,10 +823,21 @@ static void start_job(keng_fanout *f, fo_job *j)
         file_kick(f);
         return;
     }
+    const char *origin = job_origin(f, j);
+    fo_host *h = origin ? host_get(f, origin) : NULL;
+    if (h && h->inflight >= f->cfg.max_per_host) { /* waits for one of that host's transfers */
+        f->stats.started--;
+        host_park(f, h, j);
+        return;
+    }
     err[0] = '\0';
     if (start_curl(f, j, err, sizeof err)) {
         fail_now(f, j, err[0] ? err : "cannot build the request");
         return;
+    }
+    if (h) {
+        h->inflight++;
+        j->host = h;
     }
     active_add(f, j);
 }
@@ -726,7 +854,8 @@ static void fill(keng_fanout *f)
         start_job(f, j);
         if (f->queued > before) break; /* put back: file batch full */
     }
-    if (f->nres >= FO_FLUSH_ROWS || (!f->stopping && !f->dry && f->queued < f->cfg.max_inflight))
+    if (f->nres >= FO_FLUSH_ROWS || (!f->stopping && !f->dry && f->queued < f->cfg.max_inflight &&
+                                     f->parked < 4 * f->cfg.max_inflight))
         schedule_pump(f, 0);
     else if (f->nres)
         schedule_pump(f, FO_FLUSH_MS);
@@ -764,6 +893,7 @@ static void drain(keng_fanout *f)
         keng_channel_result res = {.verdict = KENG_CH_DEAD, .retry_after_s = -1};
         j->ops->judge(&j->req, &resp, &res);
         active_remove(f, j);
+        host_done(f, j);
         finish(f, j, &res);
         job_release(f, j);
     }
@@ -1076,7 +1206,8 @@ static int flush_and_claim_timed(keng_fanout *f, int want)
 static void pump(keng_fanout *f)
 {
     int want = 0;
-    if (!f->stopping && !f->dry && f->queued < f->cfg.max_inflight) {
+    if (!f->stopping && !f->dry && f->queued < f->cfg.max_inflight &&
+        f->parked < 4 * f->cfg.max_inflight) { /* parked jobs are memory too: bounded */
         want = 2 * f->cfg.max_inflight - f->queued;
         if (want > FO_CLAIM_CHUNK) want = FO_CLAIM_CHUNK;
     }
@@ -1235,6 +1366,7 @@ static void on_grace(uv_timer_t *t)
         CURLMcode mc = curl_multi_remove_handle(f->multi, j->easy);
         if (mc != CURLM_OK) keng_warn("fanout: remove: %s", curl_multi_strerror(mc));
         active_remove(f, j);
+        j->host = NULL; /* the parked ones go back below, with the queue */
         push_result(f, j, KENG_OUTBOX_PENDING, j->attempts, 0, -1, NULL, 0);
         job_release(f, j);
         n++;
@@ -1258,6 +1390,20 @@ void keng_fanout_stop(keng_fanout *f, int grace_ms, void (*done)(void *ud), void
     }
     f->q_tail = NULL;
     f->queued = 0;
+    for (int i = 0; i < FO_HOST_BUCKETS; i++) { /* parked for a busy receiver: the same */
+        for (fo_host *h = f->hosts[i]; h; h = h->next) {
+            while (h->park_head) {
+                fo_job *j = h->park_head;
+                h->park_head = j->next;
+                j->host = NULL;
+                push_result(f, j, KENG_OUTBOX_PENDING, j->attempts, 0, -1, NULL, 0);
+                job_release(f, j);
+            }
+            h->park_tail = NULL;
+            h->parked = 0;
+        }
+    }
+    f->parked = 0;
     if (f->inflight || f->fs_busy)
         uv_timer_start(&f->grace_timer, on_grace, grace_ms > 0 ? (uint64_t)grace_ms : 1, 0);
     check_stop(f);
@@ -1283,6 +1429,7 @@ void keng_fanout_free(keng_fanout *f)
         curl_easy_cleanup(f->easies[--f->neasies]);
     free(f->easies);
     keng_hmac_cache_free(f->macs);
+    host_free_all(f);
     free(f->res);
     free(f->addr_text);
     cJSON_Delete(f->addr_json);
@@ -1298,7 +1445,7 @@ void keng_fanout_get_stats(keng_fanout *f, keng_fanout_stats *out)
 {
     *out = f->stats;
     out->inflight = f->inflight;
-    out->queued = f->queued;
+    out->queued = f->queued + f->parked;
 }
 
 int keng_fanout_metrics(keng_fanout *f, keng_buf *out)
