@@ -207,6 +207,22 @@ int keng_outbox_fallback(keng_store *st, int64_t delivery_id, int64_t now)
         rc = -ENOMEM;
         goto out;
     }
+    /* Already there (a redelivery fails again the same way): that row was re-queued with the
+     * rest; a second one under another key would reach the household twice. */
+    s = keng_store_stmt(st, "SELECT 1 FROM deliveries WHERE alert_id = ?1 AND recipient = ?2"
+                            " AND revision = ?3 AND event = ?4 AND contact_index = ?5");
+    if (!s) {
+        rc = -EIO;
+        goto out;
+    }
+    sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, recipient, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, revision);
+    sqlite3_bind_text(s, 4, event, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 5, index);
+    int exists = sqlite3_step(s) == SQLITE_ROW;
+    sqlite3_reset(s);
+    if (exists) goto out;
     int64_t msg = fallback_message(st, old_msg, type);
     if (msg < 0) {
         rc = (int)msg;
