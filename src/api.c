@@ -48,6 +48,7 @@ static const keng_route routes[] = {
     R("POST", "/v1/alerts/:id/publish", keng_api_alerts_publish, KENG_ROLES_STAFF, 0, NULL),
     R("POST", "/v1/alerts/:id/resolve", keng_api_alerts_resolve, KENG_ROLES_STAFF, 0, NULL),
     R("POST", "/v1/alerts/:id/cancel", keng_api_alerts_cancel, KENG_ROLES_STAFF, 0, NULL),
+    R("GET", "/v1/alerts/:id/revisions", keng_api_alerts_revisions, KENG_ROLES_READ, 0, NULL),
     R("GET", "/v1/alerts/:id/preview", keng_api_alerts_preview, KENG_ROLES_READ, 0, NULL),
     R("GET", "/v1/alerts/:id/deliveries", keng_api_alerts_deliveries, KENG_ROLES_READ, 0, NULL),
     R("POST", "/v1/alerts/:id/redeliver", keng_api_alerts_redeliver, KENG_ROLES_STAFF, 0, NULL),

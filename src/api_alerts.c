@@ -381,11 +381,100 @@ static int load_or_404(keng_call *c, alert_row *a)
     return 0;
 }
 
+/* The alert as it was at revision rev: the stored revision row over the current row's ids. */
+static int revision_load(keng_store *st, alert_row *a, int rev, char *event, size_t eventlen,
+                         char *actor, size_t actorlen)
+{
+    sqlite3_stmt *s = keng_store_stmt(st, "SELECT status, event, doc, actor, created_at FROM"
+                                          " alert_revisions WHERE alert_id = ?1 AND revision = ?2");
+    if (!s) return -EIO;
+    sqlite3_bind_text(s, 1, a->id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int(s, 2, rev);
+    int rc = -ENOENT;
+    if (sqlite3_step(s) == SQLITE_ROW) {
+        cJSON *doc = cJSON_Parse(keng_store_text(s, 2));
+        if (doc) {
+            cJSON_Delete(a->doc);
+            a->doc = doc;
+            snprintf(a->status, sizeof a->status, "%s", keng_store_text(s, 0));
+            a->revision = rev;
+            a->updated_at = sqlite3_column_int64(s, 4);
+            snprintf(event, eventlen, "%s", keng_store_text(s, 1));
+            snprintf(actor, actorlen, "%s", keng_store_text(s, 3));
+            rc = 0;
+        } else {
+            rc = -EILSEQ;
+        }
+    }
+    sqlite3_reset(s);
+    return rc;
+}
+
+/* GET /v1/alerts/ID, or ?revision=N for the alert as it was then (every revision is kept). */
 void keng_api_alerts_get(keng_call *c)
 {
     alert_row a;
     if (load_or_404(c, &a)) return;
+    char q[16], event[32], actor[160];
+    if (keng_http_query_param(c->req, "revision", q, sizeof q) == 0) {
+        char *end;
+        long rev = strtol(q, &end, 10);
+        if (*end || end == q || rev < 1 || rev > a.revision) {
+            keng_api_field_error(c, "revision", "revision must be a number from 1 to %d",
+                                 a.revision);
+            alert_row_free(&a);
+            return;
+        }
+        int rc = revision_load(c->app->store, &a, (int)rev, event, sizeof event, actor,
+                               sizeof actor);
+        if (rc) {
+            keng_http_respond_error(c->req, 404, "not_found", "revision %ld of %s is not stored",
+                                    rev, a.id);
+            alert_row_free(&a);
+            return;
+        }
+    }
     keng_http_respond_json(c->req, 200, alert_view(&a));
+    alert_row_free(&a);
+}
+
+/* GET /v1/alerts/ID/revisions: every revision, oldest first: what changed, when, by whom. */
+void keng_api_alerts_revisions(keng_call *c)
+{
+    alert_row a;
+    if (load_or_404(c, &a)) return;
+    sqlite3_stmt *s = keng_store_stmt(c->app->store,
+                                      "SELECT revision, status, event, doc, actor, created_at FROM"
+                                      " alert_revisions WHERE alert_id = ?1 ORDER BY revision");
+    cJSON *items = cJSON_CreateArray();
+    if (s) {
+        sqlite3_bind_text(s, 1, a.id, -1, SQLITE_TRANSIENT);
+        while (sqlite3_step(s) == SQLITE_ROW) {
+            alert_row r = a;
+            r.doc = cJSON_Parse(keng_store_text(s, 3));
+            if (!r.doc) continue;
+            r.revision = sqlite3_column_int(s, 0);
+            snprintf(r.status, sizeof r.status, "%s", keng_store_text(s, 1));
+            r.updated_at = sqlite3_column_int64(s, 5);
+            cJSON *o = cJSON_CreateObject();
+            char when[KENG_TIME_RFC3339_MAX];
+            keng_time_format(r.updated_at, KENG_TZ_VN_MIN, when, sizeof when);
+            cJSON_AddNumberToObject(o, "revision", r.revision);
+            cJSON_AddStringToObject(o, "event", keng_store_text(s, 2));
+            cJSON_AddStringToObject(o, "status", r.status);
+            cJSON_AddStringToObject(o, "actor", keng_store_text(s, 4));
+            cJSON_AddStringToObject(o, "at", when);
+            cJSON_AddItemToObject(o, "alert", alert_view(&r));
+            cJSON_AddItemToArray(items, o);
+            cJSON_Delete(r.doc);
+        }
+        sqlite3_reset(s);
+    }
+    cJSON *out = cJSON_CreateObject();
+    cJSON_AddStringToObject(out, "alert", a.id);
+    cJSON_AddItemToObject(out, "items", items);
+    cJSON_AddNumberToObject(out, "total", cJSON_GetArraySize(items));
+    keng_http_respond_json(c->req, 200, out);
     alert_row_free(&a);
 }
 

@@ -97,6 +97,7 @@ struct keng_fanout {
     int neasies;
     keng_hmac_cache *macs; /* webhook secrets, keyed once */
     fo_host *hosts[FO_HOST_BUCKETS];
+    uint64_t results[6][3]; /* by channel (fo_channels) and verdict: delivered, retry, dead */
     int parked; /* jobs waiting for a busy receiver, all hosts */
     fo_result *res;
     int nres, res_cap;
@@ -546,6 +547,17 @@ static void on_claim(void *ud, const keng_outbox_row *row)
     f->queued++;
 }
 
+static const char *const fo_channels[6] = {"webhook", "zalo_oa", "telegram",
+                                           "email",   "file",    "other"};
+
+static void count_result(keng_fanout *f, const fo_job *j, int verdict)
+{
+    int c = 0;
+    while (c < 5 && (!j->channel || strcmp(j->channel, fo_channels[c]) != 0))
+        c++;
+    f->results[c][verdict]++;
+}
+
 static void retry_or_dead(keng_fanout *f, fo_job *j, int code, long retry_after_s,
                           const char *error, int64_t latency_ms)
 {
@@ -554,9 +566,11 @@ static void retry_or_dead(keng_fanout *f, fo_job *j, int code, long retry_after_
         char msg[320];
         snprintf(msg, sizeof msg, "gave up after %d attempts: %s", attempts, error);
         f->stats.dead++;
+        count_result(f, j, 2);
         push_result(f, j, KENG_OUTBOX_DEAD, attempts, 0, code, msg, latency_ms);
         return;
     }
+    count_result(f, j, 1);
     int64_t delay_s;
     int64_t max_s = f->cfg.backoff_max_ms / 1000;
     if (retry_after_s >= 0) {
@@ -581,6 +595,7 @@ static void finish(keng_fanout *f, fo_job *j, const keng_channel_result *res)
     case KENG_CH_DELIVERED:
         if (!f->stats.first_delivery_ms) f->stats.first_delivery_ms = uv_now(f->loop) - f->t_new;
         f->stats.delivered++;
+        count_result(f, j, 0);
         push_result(f, j, KENG_OUTBOX_DELIVERED, j->attempts + 1, 0, res->code, NULL, latency);
         break;
     case KENG_CH_RETRY:
@@ -588,6 +603,7 @@ static void finish(keng_fanout *f, fo_job *j, const keng_channel_result *res)
         break;
     case KENG_CH_DEAD:
         f->stats.dead++;
+        count_result(f, j, 2);
         push_result(f, j, KENG_OUTBOX_DEAD, j->attempts + 1, 0, res->code, res->error, latency);
         break;
     }
@@ -1480,5 +1496,17 @@ int keng_fanout_metrics(keng_fanout *f, keng_buf *out)
             "# TYPE keng_fanout_queued gauge\nkeng_fanout_queued %d\n",
             f->stats.started, f->stats.delivered, f->stats.retried, f->stats.dead, f->inflight,
             f->queued);
+    if (rc == 0)
+        rc = keng_buf_puts(out, "# HELP keng_fanout_channel_results_total Attempts ended, by"
+                                " channel and verdict (retry: failed, tried again later).\n"
+                                "# TYPE keng_fanout_channel_results_total counter\n");
+    static const char *const verdicts[3] = {"delivered", "retry", "dead"};
+    for (int c = 0; c < 6 && rc == 0; c++)
+        for (int v = 0; v < 3 && rc == 0; v++)
+            if (c < 5 || f->results[c][v])
+                rc = keng_buf_printf(out,
+                                     "keng_fanout_channel_results_total{channel=\"%s\","
+                                     "verdict=\"%s\"} %" PRIu64 "\n",
+                                     fo_channels[c], verdicts[v], f->results[c][v]);
     return rc;
 }

@@ -125,6 +125,7 @@ void keng_api_alerts_redeliver(keng_call *c);
 void keng_api_alerts_events(keng_call *c);
 void keng_api_alerts_replies(keng_call *c);
 void keng_api_lookup(keng_call *c);
+void keng_api_alerts_revisions(keng_call *c);
 void keng_api_audit_list(keng_call *c);
 void keng_api_audit_verify(keng_call *c);
 void keng_api_reply_page(keng_call *c);

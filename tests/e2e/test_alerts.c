@@ -206,6 +206,29 @@ TEST_TIMEOUT(e2e_alert_lifecycle_with_photos, 60)
     http(&k, "GET", "/v1/alerts?status=draft", NULL, NULL, NULL, 0, &r);
     ASSERT_EQ(jnum(r.json, "total"), 0);
     resp_free(&r);
+    /* ... and readable: the history, and the alert as it was at any revision */
+    snprintf(p2, sizeof p2, "/v1/alerts/%s/revisions", id);
+    http(&k, "GET", p2, NULL, NULL, NULL, 0, &r);
+    ASSERT_EQ(r.status, 200);
+    ASSERT_EQ(jnum(r.json, "total"), 4);
+    ASSERT_STR_EQ(jstr(r.json, "items[0].status"), "draft");
+    ASSERT_STR_EQ(jstr(r.json, "items[1].status"), "published");
+    ASSERT_EQ(jnum(r.json, "items[2].revision"), 3);
+    ASSERT_STR_EQ(jstr(r.json, "items[2].alert.description"), "Áo bà ba nâu, quần đen, dép tổ ong");
+    ASSERT_STR_EQ(jstr(r.json, "items[3].status"), "resolved");
+    resp_free(&r);
+    snprintf(p2, sizeof p2, "/v1/alerts/%s?revision=1", id);
+    http(&k, "GET", p2, NULL, NULL, NULL, 0, &r);
+    ASSERT_EQ(r.status, 200);
+    ASSERT_EQ(jnum(r.json, "revision"), 1);
+    ASSERT_STR_EQ(jstr(r.json, "status"), "draft");
+    ASSERT_STR_EQ(jstr(r.json, "description"), "Áo bà ba nâu, tóc bạc búi sau gáy");
+    resp_free(&r);
+    snprintf(p2, sizeof p2, "/v1/alerts/%s?revision=9", id);
+    http(&k, "GET", p2, NULL, NULL, NULL, 0, &r);
+    ASSERT_EQ(r.status, 400);
+    ASSERT_STR_EQ(jstr(r.json, "error.field"), "revision");
+    resp_free(&r);
     /* the original is for staff; the audit chain holds */
     snprintf(p2, sizeof p2, "/v1/media/%s", media);
     http(&k, "GET", p2, "", NULL, NULL, 0, &r);
