@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -77,15 +78,23 @@ static const char *str_field(const cJSON *o, const char *name, size_t maxlen, in
     return v->valuestring;
 }
 
+/* Refuses unknown fields and fields given twice (cJSON keeps both and lookups see only the
+ * first: "members" twice would silently drop a list). n <= 32: a bit per known field. */
 static int check_unknown(const cJSON *o, const char *const *known, size_t n, const char *prefix,
                          keng_verr *e)
 {
+    uint32_t seen = 0;
     for (const cJSON *it = o->child; it; it = it->next) {
-        if (!in_list(it->string, known, n)) {
-            char f[96];
-            snprintf(f, sizeof f, "%s%s", prefix, it->string);
-            return verr(e, f, "unknown field %s (check the spelling)", f);
+        size_t k = 0;
+        while (k < n && strcmp(it->string, known[k]) != 0) k++;
+        if (k < n && !(seen & (UINT32_C(1) << k))) {
+            seen |= UINT32_C(1) << k;
+            continue;
         }
+        char f[96];
+        snprintf(f, sizeof f, "%s%s", prefix, it->string);
+        if (k == n) return verr(e, f, "unknown field %s (check the spelling)", f);
+        return verr(e, f, "%s appears twice; give it once", f);
     }
     return 0;
 }
@@ -242,6 +251,9 @@ int keng_group_validate(cJSON *g, keng_verr *e)
     const cJSON *ms = cJSON_GetObjectItemCaseSensitive(g, "members");
     if (ms && !cJSON_IsArray(ms))
         return verr(e, "members", "members must be a list of member objects or ids");
+    /* The leader must be listed in the same object, whether or not "members" is there: the
+     * API refuses a leader without members too, and a leader checked nowhere is how a relay
+     * group ends up relaying through nobody. */
     if (leader) {
         int found = 0;
         for (const cJSON *m = ms ? ms->child : NULL; m && !found; m = m->next) {
@@ -251,7 +263,12 @@ int keng_group_validate(cJSON *g, keng_verr *e)
                                   : NULL;
             found = mid && !strcmp(mid, leader);
         }
-        if (ms && !found)
+        if (!ms)
+            return verr(e, "leader",
+                        "the leader %.64s must be listed among the group's members, but the group "
+                        "has no members list (add \"members\": [\"%.64s\", …])",
+                        leader, leader);
+        if (!found)
             return verr(e, "leader", "the leader %.64s is not among the group's members", leader);
     }
     return 0;
@@ -353,6 +370,21 @@ int keng_group_set_members(keng_store *st, const char *group_id, const cJSON *me
         const char *mid = cJSON_IsString(m) ? m->valuestring : jstr(m, "id");
         if (mid) rc = keng_group_add_member(st, group_id, mid);
     }
+    return rc;
+}
+
+int keng_group_set_file_members(keng_store *st, const char *group_id, const char *const *ids,
+                                size_t n)
+{
+    /* Correlated, so each of the group's memberships costs one primary-key lookup in members,
+     * not a scan of every file member of the ward per group. */
+    sqlite3_stmt *s = keng_store_stmt(
+        st, "DELETE FROM memberships WHERE group_id = ?1 AND EXISTS (SELECT 1 FROM members m"
+            " WHERE m.id = memberships.member_id AND m.source GLOB 'file:*')");
+    if (!s) return -EIO;
+    sqlite3_bind_text(s, 1, group_id, -1, SQLITE_TRANSIENT);
+    int rc = step_done(s);
+    for (size_t i = 0; i < n && !rc; i++) rc = keng_group_add_member(st, group_id, ids[i]);
     return rc;
 }
 

@@ -6,6 +6,7 @@
 #define KENG_GROUPS_H
 
 #include <cjson/cJSON.h>
+#include <stddef.h>
 
 #include "keng/store.h"
 
@@ -23,14 +24,24 @@ int keng_contact_validate(const cJSON *c, const char *where, keng_verr *e);
  * camera false, contacts []). allow_groups: accept a "groups": [ids] member (the API). */
 int keng_member_validate(cJSON *m, int allow_groups, keng_verr *e);
 /* Validates a group object's own fields in place (members are checked by the caller, entries
- * may be member objects or id strings). Defaults: relay auto, relay_timeout 600, channels []. */
+ * may be member objects or id strings). Defaults: relay auto, relay_timeout 600, channels [].
+ * A "leader" must be one of the entries of the object's own "members" list (refused when the
+ * list is missing); relay: leader needs a leader. Every object (group, member, contact) is
+ * refused when it names a field twice. */
 int keng_group_validate(cJSON *g, keng_verr *e);
 
 /* Upserts (inside the caller's transaction). source: "api" or "file:NAME". */
 int keng_member_upsert(keng_store *st, const cJSON *m, const char *source);
 int keng_group_upsert(keng_store *st, const cJSON *g, const char *source);
-/* Replaces the group's membership with ids (a cJSON array of strings or member objects). */
+/* Replaces the group's membership with ids (a cJSON array of strings or member objects): the
+ * API's PUT /v1/groups, which governs the whole list. */
 int keng_group_set_members(keng_store *st, const char *group_id, const cJSON *members);
+/* The groups/ importer's rule (see keng/import.h): the group's memberships of members whose
+ * source is a file ("file:NAME") become exactly ids[0..n); memberships of members from the API
+ * ("api") or a CSV import ("csv") are left alone. Inside the caller's transaction, after the
+ * import's member upserts (the sources must be the final ones). */
+int keng_group_set_file_members(keng_store *st, const char *group_id, const char *const *ids,
+                                size_t n);
 int keng_group_add_member(keng_store *st, const char *group_id, const char *member_id);
 /* Replaces the member's groups with ids (array of strings). */
 int keng_member_set_groups(keng_store *st, const char *member_id, const cJSON *groups);
