@@ -20,21 +20,23 @@ static void api_tokens_create(keng_call *c);
 
 /* The same path may repeat with other methods; a path's routes stay together. */
 #define R(m, p, fn, roles, ...)                                                                    \
-    {m, p, &(const keng_api_route){fn, roles, __VA_ARGS__}}
+    {m, p, &(const keng_api_route){fn, roles, __VA_ARGS__, 0}}
+/* A GET whose 200 answers are kept until the database changes (keng_api_respond_json). */
+#define RC(m, p, fn, roles) {m, p, &(const keng_api_route){fn, roles, 0, NULL, 1}}
 static const keng_route routes[] = {
     R("GET", "/healthz", api_healthz, 0, 0, NULL),
     R("GET", "/metrics", api_metrics, 0, 0, NULL),
     R("POST", "/v1/tokens", api_tokens_create, KENG_ROLE_ADMIN, 0, NULL),
-    R("GET", "/v1/groups", keng_api_groups_list, KENG_ROLES_READ, 0, NULL),
+    RC("GET", "/v1/groups", keng_api_groups_list, KENG_ROLES_READ),
     R("POST", "/v1/groups", keng_api_groups_create, KENG_ROLE_ADMIN, 0, NULL),
-    R("GET", "/v1/groups/:id", keng_api_groups_get, KENG_ROLES_READ | KENG_ROLE_LEADER, 0, NULL),
+    RC("GET", "/v1/groups/:id", keng_api_groups_get, KENG_ROLES_READ | KENG_ROLE_LEADER),
     R("PUT", "/v1/groups/:id", keng_api_groups_put, KENG_ROLE_ADMIN, 0, NULL),
     R("DELETE", "/v1/groups/:id", keng_api_groups_delete, KENG_ROLE_ADMIN, 0, NULL),
     R("POST", "/v1/groups/:id/import", keng_api_groups_import_csv, KENG_ROLE_ADMIN, KENG_BODY_CSV,
       NULL),
-    R("GET", "/v1/members", keng_api_members_list, KENG_ROLES_READ, 0, NULL),
+    RC("GET", "/v1/members", keng_api_members_list, KENG_ROLES_READ),
     R("POST", "/v1/members", keng_api_members_create, KENG_ROLES_STAFF, 0, NULL),
-    R("GET", "/v1/members/:id", keng_api_members_get, KENG_ROLES_READ, 0, NULL),
+    RC("GET", "/v1/members/:id", keng_api_members_get, KENG_ROLES_READ),
     R("PUT", "/v1/members/:id", keng_api_members_put, KENG_ROLES_STAFF, 0, NULL),
     R("POST", "/v1/media", keng_api_media_upload, KENG_ROLES_STAFF, KENG_BODY_IMAGE,
       keng_api_media_upload_headers),
@@ -168,10 +170,93 @@ static void on_headers(keng_http_req *req, void *ud)
     if (c->route->on_headers) c->route->on_headers(c);
 }
 
+/* ---- answers kept until the database changes ---------------------------------------------
+ * sqlite3_total_changes64 counts every row any statement of this connection (the only writer)
+ * inserted, updated or deleted: an answer stored at one count is still right at the same
+ * count. A fan-out writes all the time, so during one the cache mostly misses; between them,
+ * the reads leaders' phones and dashboards repeat are answered without touching SQLite. */
+#define RCACHE_SLOTS 256
+#define RCACHE_MAX_BODY (16 * 1024)
+static struct {
+    char *key, *body;
+    size_t len;
+    int64_t gen;
+} rcache[RCACHE_SLOTS];
+
+static int rcache_key(const keng_call *c, char *out, size_t len)
+{
+    const char *q = keng_http_req_query(c->req);
+    int n = snprintf(out, len, "%d|%s|%s%s%s", (int)c->who.role, c->who.group_id,
+                     keng_http_req_path(c->req), *q ? "?" : "", q);
+    return n > 0 && (size_t)n < len ? 0 : -1;
+}
+
+static unsigned rcache_slot(const char *key)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = key; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    return h % RCACHE_SLOTS;
+}
+
+/* 1 when answered from the cache. */
+static int rcache_answer(keng_call *c)
+{
+    char key[1024];
+    if (rcache_key(c, key, sizeof key)) return 0;
+    unsigned i = rcache_slot(key);
+    if (!rcache[i].key || strcmp(rcache[i].key, key) != 0 ||
+        rcache[i].gen != sqlite3_total_changes64(keng_store_db(c->app->store)))
+        return 0;
+    char *body = malloc(rcache[i].len + 1);
+    if (!body) return 0;
+    memcpy(body, rcache[i].body, rcache[i].len);
+    keng_http_respond_take(c->req, 200, "application/json; charset=utf-8", body, rcache[i].len);
+    return 1;
+}
+
+void keng_api_respond_json(keng_call *c, int status, cJSON *take)
+{
+    if (status != 200 || !c->route->cache) {
+        keng_http_respond_json(c->req, status, take);
+        return;
+    }
+    char *s = take ? cJSON_PrintUnformatted(take) : NULL;
+    cJSON_Delete(take);
+    size_t n = s ? strlen(s) : 0;
+    char *t = s ? realloc(s, n + 2) : NULL;
+    if (!t) {
+        free(s);
+        keng_http_respond_error(c->req, 500, "internal", "out of memory");
+        return;
+    }
+    t[n++] = '\n'; /* as keng_http_respond_json: curl output in a terminal ends cleanly */
+    t[n] = '\0';
+    char key[1024];
+    if (n <= RCACHE_MAX_BODY && rcache_key(c, key, sizeof key) == 0) {
+        unsigned i = rcache_slot(key);
+        char *k = strdup(key), *b = malloc(n);
+        if (k && b) {
+            memcpy(b, t, n);
+            free(rcache[i].key);
+            free(rcache[i].body);
+            rcache[i].key = k;
+            rcache[i].body = b;
+            rcache[i].len = n;
+            rcache[i].gen = sqlite3_total_changes64(keng_store_db(c->app->store));
+        } else {
+            free(k);
+            free(b);
+        }
+    }
+    keng_http_respond_take(c->req, 200, "application/json; charset=utf-8", t, n);
+}
+
 static void on_request(keng_http_req *req, void *ud)
 {
     (void)ud;
     keng_call *c = keng_http_req_data(req);
+    if (c->route->cache && rcache_answer(c)) return;
     /* A GET's reads share one snapshot: one lock round trip instead of one per statement. */
     keng_store *st = c->app->store; /* c is gone once the handler has answered */
     int read_tx = !strcmp(keng_http_req_method(req), "GET") && keng_store_begin_read(st) == 0;

@@ -19,7 +19,7 @@ static void respond_list(keng_call *c, cJSON *items, int total, int limit, int o
     cJSON_AddNumberToObject(out, "total", total);
     cJSON_AddNumberToObject(out, "limit", limit);
     cJSON_AddNumberToObject(out, "offset", offset);
-    keng_http_respond_json(c->req, 200, out);
+    keng_api_respond_json(c, 200, out);
 }
 
 static int query_id(keng_call *c, const char *name, char *out, size_t len, const char **val)
@@ -162,7 +162,7 @@ void keng_api_groups_get(keng_call *c)
         keng_http_respond_error(c->req, 404, "not_found", "no such group: %s", c->m.params[0]);
         return;
     }
-    keng_http_respond_json(c->req, 200, g);
+    keng_api_respond_json(c, 200, g);
 }
 
 void keng_api_groups_delete(keng_call *c)
@@ -285,5 +285,5 @@ void keng_api_members_get(keng_call *c)
         keng_http_respond_error(c->req, 404, "not_found", "no such member: %s", c->m.params[0]);
         return;
     }
-    keng_http_respond_json(c->req, 200, m);
+    keng_api_respond_json(c, 200, m);
 }

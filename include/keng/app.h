@@ -57,6 +57,9 @@ typedef struct keng_api_route {
     size_t max_body; /* 0 = the JSON default */
     /* optional: called when headers are complete, before the body (e.g. to set a stream) */
     keng_api_fn on_headers;
+    /* 1: a GET whose answer depends only on the database and the caller's role and group; its
+     * 200 answers (through keng_api_respond_json) are kept until the database changes. */
+    int cache;
 } keng_api_route;
 
 struct keng_call {
@@ -74,6 +77,8 @@ void keng_api_http_config(keng_app *app, keng_http_config *hc);
 /* Parses the request body as a JSON object (UTF-8 checked, depth bounded). On error it has
  * already answered 400/415 and returns NULL. The caller owns the result. */
 cJSON *keng_api_json_body(keng_call *c);
+/* Answers status with the JSON take (owned); a 200 of a cached route is kept for later GETs. */
+void keng_api_respond_json(keng_call *c, int status, cJSON *take);
 /* 400 with code "invalid_field" naming the field. */
 void keng_api_field_error(keng_call *c, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
