@@ -10,6 +10,14 @@
 #include <string.h>
 #include <time.h>
 
+/* alerts.relay_timeout_s: for groups that do not give their own (set once at start). */
+static int default_relay_timeout = 600;
+
+void keng_groups_set_default_relay_timeout(int seconds)
+{
+    if (seconds >= 30 && seconds <= 86400) default_relay_timeout = seconds;
+}
+
 static const char *const group_kinds[] = {"residential", "inter_household", "pawnshop",
                                           "guesthouse",  "landlord",        "other"};
 
@@ -243,7 +251,7 @@ int keng_group_validate(cJSON *g, keng_verr *e)
     if (relay && !strcmp(relay, "leader") && !leader)
         return verr(e, "leader", "relay: leader needs a leader (a member id of the group)");
     const cJSON *rt = cJSON_GetObjectItemCaseSensitive(g, "relay_timeout");
-    if (!rt) cJSON_AddNumberToObject(g, "relay_timeout", 600);
+    if (!rt) cJSON_AddNumberToObject(g, "relay_timeout", default_relay_timeout);
     else if (!cJSON_IsNumber(rt) || rt->valuedouble < 30 || rt->valuedouble > 86400 ||
              rt->valuedouble != (double)(int)rt->valuedouble)
         return verr(e, "relay_timeout", "relay_timeout must be whole seconds from 30 to 86400");
@@ -343,7 +351,7 @@ int keng_group_upsert(keng_store *st, const cJSON *g, const char *source)
     bind_opt_text(s, 6, jstr(g, "leader"));
     sqlite3_bind_text(s, 7, jstr(g, "relay") ? jstr(g, "relay") : "auto", -1, SQLITE_TRANSIENT);
     const cJSON *rt = cJSON_GetObjectItemCaseSensitive(g, "relay_timeout");
-    sqlite3_bind_int(s, 8, cJSON_IsNumber(rt) ? rt->valueint : 600);
+    sqlite3_bind_int(s, 8, cJSON_IsNumber(rt) ? rt->valueint : default_relay_timeout);
     bind_json(s, 9, cJSON_GetObjectItemCaseSensitive(g, "channels"));
     sqlite3_bind_text(s, 10, source, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(s, 11, (sqlite3_int64)time(NULL));

@@ -62,4 +62,8 @@ cJSON *keng_members_list(keng_store *st, const char *group, int limit, int offse
 /* Deletes a group and its memberships. -ENOENT, -EBUSY (it has child groups), 0. */
 int keng_group_delete(keng_store *st, const char *id);
 
+/* The relay_timeout of groups that do not give one (config alerts.relay_timeout_s, 30..86400;
+ * other values are ignored). Call at start, before importing. */
+void keng_groups_set_default_relay_timeout(int seconds);
+
 #endif
