@@ -12,10 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 
 #define HTTP_FILE_CHUNK (256 * 1024)
 #define HTTP_MAX_HEADERS 100
 #define HTTP_INPUT_HIGH_WATER (256 * 1024)
+#define HTTP_ETAG_MAX 160 /* a quoted ETag, NUL included */
 
 enum req_phase {
     PHASE_IDLE,      /* waiting for the first byte of a request */
@@ -24,6 +26,17 @@ enum req_phase {
     PHASE_HANDLING,  /* handed to the handler, no response yet */
     PHASE_STREAMING, /* chunked response under way */
     PHASE_REJECTED,  /* answered before the body was read; the connection closes */
+};
+
+/* Why a request was refused before a handler saw it: picks the words of the error. */
+enum reject_why {
+    WHY_PARSE,        /* not HTTP/1.1 as http-parser reads it */
+    WHY_TARGET,       /* not origin-form ("/path") */
+    WHY_HEADER_BYTES, /* request line + headers over max_header */
+    WHY_HEADER_COUNT, /* more than HTTP_MAX_HEADERS fields */
+    WHY_BODY_SIZE,    /* body over the route's limit */
+    WHY_BODY_REFUSED, /* the handler's body callback said no */
+    WHY_NOMEM,
 };
 
 typedef struct conn conn;
@@ -42,7 +55,8 @@ struct keng_http_req {
     keng_buf body;
     size_t max_body;
     int64_t content_length;
-    int body_status; /* HTTP status to answer when the body was refused midway */
+    int body_status; /* HTTP status to answer when the request was refused midway */
+    enum reject_why why;
     keng_http_body_cb body_cb;
     void *body_ud;
     keng_http_close_cb close_cb;
@@ -75,8 +89,13 @@ struct conn {
     int in_process;
     int dispatch_ready;
     int close_after_write;
+    int read_eof;   /* the client half-closed: answer what arrived whole, then close */
+    int send_timer; /* the timer watches queued bytes (send_timeout_ms), not the request */
     int writes;
     size_t pending_bytes;
+    uint64_t queued;      /* bytes ever handed to uv_write */
+    uint64_t sent_mark;   /* bytes the client had acknowledged at the last sign of progress */
+    uint64_t stall_since; /* loop time of that progress */
     char remote[64];
 };
 
@@ -113,7 +132,8 @@ struct file_send {
     uv_file fd;
     int64_t pos, end;
     char *chunk;
-    const char *ctype; /* borrowed: callers pass literals */
+    const char *ctype;        /* borrowed: callers pass literals */
+    char etag[HTTP_ETAG_MAX]; /* the strong ETag sent, quoted, or "": what If-Range must equal */
     int aborted;
 };
 
@@ -122,6 +142,8 @@ static void conn_close(conn *c);
 static void conn_process(conn *c);
 static void req_finish(keng_http_req *r);
 static void conn_arm_timer(conn *c);
+static void conn_close_after_writes(conn *c);
+static void conn_update_reading(conn *c);
 
 void keng_http_limits_default(keng_http_limits *l)
 {
@@ -130,6 +152,7 @@ void keng_http_limits_default(keng_http_limits *l)
     l->header_timeout_ms = 10000;
     l->body_timeout_ms = 30000;
     l->idle_timeout_ms = 300000;
+    l->send_timeout_ms = 30000;
     l->max_connections = 4096;
 }
 
@@ -232,12 +255,32 @@ static void on_write(uv_write_t *w, int status)
     free(wr->head);
     free(wr->body);
     free(wr);
+    if (c->closing) return;
     if (status < 0) {
         conn_close(c);
         return;
     }
+    if (c->writes > 0) return;
     /* A file response writes chunk by chunk: it closes when it is done, not between chunks. */
-    if (c->close_after_write && c->writes == 0 && !c->req.file) conn_close(c);
+    if (c->close_after_write && !c->req.file)
+        conn_close(c);
+    else if (c->send_timer)
+        conn_arm_timer(c); /* all out: back to the idle timer (or none) */
+}
+
+/* The request's own timers (header, body) govern while it arrives; otherwise queued bytes do. */
+static int conn_receiving(const conn *c)
+{
+    return !c->close_after_write && (c->req.phase == PHASE_HEADERS || c->req.phase == PHASE_BODY);
+}
+
+/* Counts bytes just handed to uv_write; starts the send timer if none watches them yet. */
+static void conn_queued(conn *c, size_t len)
+{
+    c->writes++;
+    c->pending_bytes += len;
+    c->queued += len;
+    if (!c->send_timer && !conn_receiving(c)) conn_arm_timer(c);
 }
 
 /* Queues head + body (both owned, either may be NULL) for the client. */
@@ -272,8 +315,7 @@ static int conn_write(conn *c, char *head, size_t hlen, char *body, size_t blen)
         if (n) conn_close(c);
         return rc;
     }
-    c->writes++;
-    c->pending_bytes += wr->len;
+    conn_queued(c, wr->len);
     return 0;
 }
 
@@ -298,6 +340,7 @@ static void req_reset(keng_http_req *r)
     keng_buf_init(&r->body, r->max_body);
     r->content_length = -1;
     r->body_status = 0;
+    r->why = WHY_PARSE;
     r->body_cb = NULL;
     r->body_ud = NULL;
     r->close_cb = NULL;
@@ -329,6 +372,7 @@ static int header_room(conn *c, size_t n)
     keng_http_req *r = &c->req;
     if (r->url.len + r->hdrs.len + n > c->srv->cfg.limits.max_header) {
         r->body_status = 431;
+        r->why = WHY_HEADER_BYTES;
         return -1;
     }
     return 0;
@@ -350,6 +394,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
         if (r->nhdrs > 0 && keng_buf_append(&r->hdrs, "", 1)) return -1; /* end previous value */
         if (++r->nhdrs > HTTP_MAX_HEADERS) {
             r->body_status = 431;
+            r->why = WHY_HEADER_COUNT;
             return -1;
         }
         r->in_value = 0;
@@ -377,16 +422,18 @@ static int req_split_url(keng_http_req *r)
 {
     char *u = r->url.data;
     if (!u || u[0] != '/') return -1; /* only origin-form */
+    /* A fragment is the client's own business (clients do not send it): cut it off first, so
+     * that a '?' inside it starts no query, with or without a query before it. */
+    char *h = strchr(u, '#');
+    if (h) *h = '\0';
     r->path = u;
     char *q = strchr(u, '?');
     if (q) {
         *q = '\0';
         r->query = q + 1;
     } else {
-        r->query = u + r->url.len; /* "" */
+        r->query = u + strlen(u); /* "" */
     }
-    char *h = strchr(r->query, '#');
-    if (h) *h = '\0';
     return 0;
 }
 
@@ -401,6 +448,7 @@ static int on_headers_complete(http_parser *p)
     }
     if (!r->url.data || req_split_url(r)) {
         r->body_status = 400;
+        r->why = WHY_TARGET;
         return -1;
     }
     snprintf(r->method, sizeof r->method, "%s", http_method_str(p->method));
@@ -418,6 +466,7 @@ static int on_headers_complete(http_parser *p)
     }
     if (r->content_length >= 0 && !r->body_cb && (uint64_t)r->content_length > r->max_body) {
         r->body_status = 413;
+        r->why = WHY_BODY_SIZE;
         return -1;
     }
     const char *expect = keng_http_req_header(r, "expect");
@@ -436,17 +485,20 @@ static int on_body(http_parser *p, const char *at, size_t len)
     if (r->body_cb) {
         int st = r->body_cb(r, at, len, r->body_ud);
         if (st) {
-            r->body_status = st >= 400 ? st : 400;
+            r->body_status = st >= 400 && st <= 599 ? st : 400;
+            r->why = WHY_BODY_REFUSED;
             return -1;
         }
         return 0;
     }
     if (r->body.len + len > r->max_body) {
         r->body_status = 413;
+        r->why = WHY_BODY_SIZE;
         return -1;
     }
     if (keng_buf_append(&r->body, at, len)) {
         r->body_status = 500;
+        r->why = WHY_NOMEM;
         return -1;
     }
     return 0;
@@ -472,37 +524,94 @@ static const http_parser_settings parser_settings = {
 
 /* ---- timers and reading ---- */
 
+static void conn_reject(conn *c, int status);
+
+/* Bytes the client's TCP has acknowledged: what was queued, less what libuv still holds, less
+ * what waits unacknowledged in the kernel's send queue. Counting at libuv alone would miss a
+ * slow reader's progress while the kernel buffers megabytes for it. */
+static uint64_t conn_bytes_acked(conn *c)
+{
+    uint64_t n = c->queued - uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+#ifdef TIOCOUTQ
+    uv_os_fd_t fd;
+    int unacked = 0;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 && ioctl(fd, TIOCOUTQ, &unacked) == 0 &&
+        unacked > 0 && (uint64_t)unacked <= n)
+        n -= (uint64_t)unacked;
+#endif
+    return n;
+}
+
 static void on_timer(uv_timer_t *t)
 {
     conn *c = t->data;
-    keng_http_req *r = &c->req;
-    if (r->phase == PHASE_HEADERS || r->phase == PHASE_BODY) {
-        keng_http_respond_error(r, 408, "request_timeout",
-                                "the request did not arrive in time; send it again");
-        c->close_after_write = 1;
-        if (c->writes == 0) conn_close(c);
+    if (c->closing) return;
+    if (c->send_timer) {
+        /* Queued bytes that do not move: a client that does not read. Bytes that move, however
+         * slowly, keep the connection. */
+        if (c->writes == 0) {
+            conn_arm_timer(c);
+            return;
+        }
+        uint64_t acked = conn_bytes_acked(c), now = uv_now(c->srv->loop);
+        if (acked != c->sent_mark) {
+            c->sent_mark = acked;
+            c->stall_since = now;
+        } else if (now - c->stall_since >= (uint64_t)c->srv->cfg.limits.send_timeout_ms) {
+            keng_warn("http: %s read nothing for %d ms: connection closed", c->remote,
+                      c->srv->cfg.limits.send_timeout_ms);
+            conn_close(c);
+        }
         return;
     }
-    conn_close(c);
+    if (c->req.phase == PHASE_HEADERS || c->req.phase == PHASE_BODY) {
+        /* At least one byte of a request arrived (that starts PHASE_HEADERS): answer 408. */
+        conn_reject(c, 408);
+        return;
+    }
+    conn_close(c); /* idle */
 }
 
+/* One timer per connection, for the limit that applies now: while a request arrives, the header
+ * deadline or the body silence; while answers are queued, the send timeout (a connection with
+ * queued bytes is not idle, whatever its phase); between requests, the idle timeout. */
 static void conn_arm_timer(conn *c)
 {
+    if (c->closing) return;
     const keng_http_limits *l = &c->srv->cfg.limits;
-    switch (c->req.phase) {
-    case PHASE_IDLE:
-        uv_timer_start(&c->timer, on_timer, (uint64_t)l->idle_timeout_ms, 0);
-        break;
-    case PHASE_HEADERS:
+    c->send_timer = 0;
+    if (conn_receiving(c) && c->req.phase == PHASE_HEADERS) {
         /* A deadline, not reset by each byte: one byte a second is cut off. */
         uv_timer_start(&c->timer, on_timer, (uint64_t)l->header_timeout_ms, 0);
-        break;
-    case PHASE_BODY:
+    } else if (conn_receiving(c)) {
         uv_timer_start(&c->timer, on_timer, (uint64_t)l->body_timeout_ms, 0);
-        break;
-    default:
+    } else if (c->writes > 0 && l->send_timeout_ms > 0) {
+        /* Checked four times a period: closes 1 to 1.25 periods after the last byte moved. */
+        uint64_t tick = (uint64_t)l->send_timeout_ms / 4;
+        if (tick == 0) tick = 1;
+        c->send_timer = 1;
+        c->sent_mark = conn_bytes_acked(c);
+        c->stall_since = uv_now(c->srv->loop);
+        uv_timer_start(&c->timer, on_timer, tick, tick);
+    } else if (c->writes == 0 && c->req.phase == PHASE_IDLE && !c->close_after_write) {
+        uv_timer_start(&c->timer, on_timer, (uint64_t)l->idle_timeout_ms, 0);
+    } else {
         uv_timer_stop(&c->timer);
     }
+}
+
+/* No more requests on this connection: it closes once every queued byte is out (at once when
+ * none is). Idempotent. */
+static void conn_close_after_writes(conn *c)
+{
+    if (c->closing) return;
+    c->close_after_write = 1;
+    if (c->writes == 0 && !c->req.file) {
+        conn_close(c);
+        return;
+    }
+    conn_update_reading(c);
+    if (!c->send_timer) conn_arm_timer(c);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -523,12 +632,14 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     (void)buf;
     conn *c = st->data;
     if (nread < 0) {
-        if (c->req.phase == PHASE_HANDLING || c->req.phase == PHASE_STREAMING) {
-            /* The client half-closed or left while we work: stop reading, finish up. */
+        if (nread == UV_EOF && c->req.phase != PHASE_STREAMING) {
+            /* A half-close: no request comes after this, but those that arrived whole are
+             * answered in order and queued answers go out; conn_process closes after that.
+             * (A stream's reader that sends EOF has gone: it is closed below.) */
             uv_read_stop(st);
             c->reading = 0;
-            if (nread != UV_EOF || c->req.phase == PHASE_STREAMING) conn_close(c);
-            else c->close_after_write = 1;
+            c->read_eof = 1;
+            conn_process(c);
             return;
         }
         conn_close(c);
@@ -546,7 +657,7 @@ static void conn_update_reading(conn *c)
     if (c->closing) return;
     int busy = c->req.phase == PHASE_HANDLING || c->req.phase == PHASE_STREAMING;
     int want = !(busy && c->in.len - c->in_off > HTTP_INPUT_HIGH_WATER) &&
-               c->req.phase != PHASE_REJECTED && !c->close_after_write;
+               c->req.phase != PHASE_REJECTED && !c->close_after_write && !c->read_eof;
     if (want && !c->reading) {
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = 1;
     } else if (!want && c->reading) {
@@ -555,25 +666,91 @@ static void conn_update_reading(conn *c)
     }
 }
 
+/* "Unsupported Media Type" → "unsupported_media_type": an error code that fits any status. */
+static void status_code_name(int status, char *out, size_t n)
+{
+    const char *t = keng_http_status_text(status);
+    size_t o = 0;
+    for (; *t && o + 1 < n; t++)
+        out[o++] = *t == ' ' || *t == '-' ? '_' : (*t >= 'A' && *t <= 'Z') ? (char)(*t + 32) : *t;
+    out[o] = '\0';
+}
+
+/* The error code and message for a request the server refuses before a handler answered. */
+static void reject_text(conn *c, int status, char *code, size_t codelen, char *msg, size_t n)
+{
+    keng_http_req *r = &c->req;
+    if (status == 408) {
+        snprintf(code, codelen, "request_timeout");
+        snprintf(msg, n, "the request did not arrive in time; send it again");
+        return;
+    }
+    if (r->why == WHY_BODY_REFUSED) { /* the route's body callback chose the status */
+        switch (status) {
+        case 413:
+            snprintf(code, codelen, "body_too_large");
+            snprintf(msg, n, "the request body is larger than this route accepts");
+            return;
+        case 415:
+            snprintf(code, codelen, "unsupported_media_type");
+            snprintf(msg, n,
+                     "the request body is not of a type this route accepts; check Content-Type");
+            return;
+        case 460:
+            snprintf(code, codelen, "checksum_mismatch");
+            snprintf(msg, n, "the request body does not match its checksum; send it again");
+            return;
+        case 400:
+            snprintf(code, codelen, "bad_request");
+            snprintf(msg, n, "the request body was refused: it is not valid for this route");
+            return;
+        default:
+            status_code_name(status, code, codelen);
+            snprintf(msg, n, "the request body was refused (%d %s)", status,
+                     keng_http_status_text(status));
+            return;
+        }
+    }
+    switch (status) {
+    case 431:
+        snprintf(code, codelen, "headers_too_large");
+        if (r->why == WHY_HEADER_COUNT)
+            snprintf(msg, n, "the request has more than %d header fields", HTTP_MAX_HEADERS);
+        else
+            snprintf(msg, n, "the request line and headers are larger than allowed (%zu bytes)",
+                     c->srv->cfg.limits.max_header);
+        return;
+    case 413:
+        snprintf(code, codelen, "body_too_large");
+        snprintf(msg, n, "the request body is larger than this route accepts (%zu bytes)",
+                 r->max_body);
+        return;
+    case 500:
+        snprintf(code, codelen, "internal");
+        snprintf(msg, n, "the server is out of memory; try again later");
+        return;
+    default:
+        snprintf(code, codelen, "bad_request");
+        snprintf(msg, n, "%s",
+                 r->why == WHY_TARGET ? "the request target must be a path that starts with '/'"
+                                      : "the request is not valid HTTP/1.1");
+        return;
+    }
+}
+
+/* Answers a request the server refuses itself (limits, timeouts, bad HTTP), then closes. */
 static void conn_reject(conn *c, int status)
 {
     keng_http_req *r = &c->req;
-    const char *code = status == 431   ? "headers_too_large"
-                       : status == 413 ? "body_too_large"
-                       : status == 500 ? "internal"
-                                       : "bad_request";
-    const char *msg = status == 431 ? "the request headers are larger than allowed (16 KB)"
-                      : status == 413
-                          ? "the request body is larger than this route accepts"
-                          : "the request is not valid HTTP/1.1";
     if (r->phase != PHASE_REJECTED && r->phase != PHASE_HANDLING) {
+        char code[48], msg[160];
+        reject_text(c, status, code, sizeof code, msg, sizeof msg);
         r->keep_alive = 0;
         if (r->phase == PHASE_IDLE || !r->path) r->method[0] = '\0';
         r->phase = PHASE_HANDLING;
         keng_http_respond_error(r, status, code, "%s", msg);
     }
-    c->close_after_write = 1;
-    if (c->writes == 0) conn_close(c);
+    conn_close_after_writes(c);
 }
 
 static void conn_process(conn *c)
@@ -594,8 +771,7 @@ static void conn_process(conn *c)
             http_parser_pause(&c->parser, 0);
         } else if (err != HPE_OK) {
             if (r->phase == PHASE_REJECTED) {
-                c->close_after_write = 1;
-                if (c->writes == 0) conn_close(c);
+                conn_close_after_writes(c);
             } else {
                 conn_reject(c, r->body_status ? r->body_status : 400);
             }
@@ -624,7 +800,12 @@ static void conn_process(conn *c)
         }
         /* 1,000 idle keep-alive connections should not hold 64 KiB each. */
         if (c->in.len == 0 && r->phase == PHASE_IDLE) keng_buf_free(&c->in);
-        conn_update_reading(c);
+        /* After a half-close, once no handler works on a request, every whole request has been
+         * answered: what is left (nothing, or the start of a request) can never end. */
+        if (c->read_eof && r->phase != PHASE_HANDLING && r->phase != PHASE_STREAMING)
+            conn_close_after_writes(c);
+        else
+            conn_update_reading(c);
     }
     c->in_process = 0;
 }
@@ -767,7 +948,10 @@ static void server_close_idle(keng_http_server *s, int all)
     for (conn *c = s->conns, *next; c; c = next) {
         next = c->next;
         enum req_phase ph = c->req.phase;
-        if (all || ph == PHASE_IDLE || ph == PHASE_STREAMING) conn_close(c);
+        if (all || ph == PHASE_STREAMING)
+            conn_close(c);
+        else if (ph == PHASE_IDLE)
+            conn_close_after_writes(c); /* an answer still queued goes out whole first */
     }
 }
 
@@ -972,10 +1156,22 @@ void keng_http_add_header(keng_http_req *r, const char *name, const char *value)
         keng_warn("http: response header %s dropped (too many headers)", name);
 }
 
+/* Whether the connection stays open after this answer, decided as it is sent so that the
+ * Connection header tells the truth: not when the server is shutting down, nor when the client
+ * half-closed and no further request is waiting. */
+static int req_keep_alive(keng_http_req *r)
+{
+    conn *c = r->c;
+    if (c->srv->shutting_down || c->close_after_write || (c->read_eof && c->in_off >= c->in.len))
+        r->keep_alive = 0;
+    return r->keep_alive;
+}
+
 /* The status line and headers; content_length < 0 means chunked. */
 static char *build_head(keng_http_req *r, int status, const char *ctype, int64_t content_length,
                         size_t *hlen)
 {
+    req_keep_alive(r);
     keng_buf h;
     keng_buf_init(&h, 0);
     int rc = keng_buf_printf(&h, "HTTP/1.1 %d %s\r\n", status, keng_http_status_text(status));
@@ -1020,9 +1216,8 @@ static void req_finish(keng_http_req *r)
         return;
     }
     req_reset(r);
-    if (!keep || c->close_after_write) { /* or the client half-closed meanwhile */
-        c->close_after_write = 1;
-        if (c->writes == 0) conn_close(c);
+    if (!keep || c->close_after_write) {
+        conn_close_after_writes(c);
         return;
     }
     http_parser_init(&c->parser, HTTP_REQUEST);
@@ -1061,10 +1256,7 @@ void keng_http_respond_take(keng_http_req *r, int status, const char *ctype, cha
     else free(body);
     if (rejected) {
         req_log(r);
-        if (!r->keep_alive) {
-            r->c->close_after_write = 1;
-            if (r->c->writes == 0) conn_close(r->c);
-        }
+        if (!r->keep_alive) conn_close_after_writes(r->c);
         return;
     }
     req_finish(r);
@@ -1196,6 +1388,7 @@ static void on_file_chunk_written(uv_write_t *w, int status)
     c->writes--;
     c->pending_bytes -= wr->len;
     free(wr);
+    if (c->writes == 0 && c->send_timer && !c->closing) conn_arm_timer(c);
     if (!f) return;
     if (status < 0 || f->aborted) {
         if (!c->closing) conn_close(c);
@@ -1238,8 +1431,7 @@ static void on_file_read(uv_fs_t *req)
         file_done(f, 0);
         return;
     }
-    c->writes++;
-    c->pending_bytes += (size_t)n;
+    conn_queued(c, (size_t)n);
 }
 
 static void file_read_next(file_send *f)
@@ -1286,6 +1478,19 @@ static int parse_range(const char *h, int64_t size, int64_t *from, int64_t *to)
     return 0;
 }
 
+/* If-Range (RFC 9110 13.1.5): the range is served only when the validator is exactly the strong
+ * ETag being sent; anything else (a weak tag, a date: no Last-Modified is sent) means "the whole
+ * file". No If-Range: the range holds. */
+static int if_range_holds(const keng_http_req *r, const file_send *f)
+{
+    const char *v = keng_http_req_header(r, "if-range");
+    if (!v) return 1;
+    size_t n = strlen(v);
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    return f->etag[0] && strlen(f->etag) == n && memcmp(v, f->etag, n) == 0;
+}
+
 static void on_file_open(uv_fs_t *req)
 {
     file_send *f = req->data;
@@ -1313,8 +1518,7 @@ static void on_file_open(uv_fs_t *req)
     int64_t from = 0, to = size - 1;
     int status = 200;
     const char *range = keng_http_req_header(r, "range");
-    const char *if_range = keng_http_req_header(r, "if-range");
-    if (range && (!if_range || (r->out_hdrs.data && strstr(r->out_hdrs.data, if_range)))) {
+    if (range && if_range_holds(r, f)) {
         int pr = parse_range(range, size, &from, &to);
         if (pr < 0) {
             char cr[64];
@@ -1362,8 +1566,8 @@ void keng_http_respond_file(keng_http_req *r, const char *path, const char *ctyp
     if (!req_can_respond(r)) return;
     if (cache_control) keng_http_add_header(r, "Cache-Control", cache_control);
     keng_http_add_header(r, "Accept-Ranges", "bytes");
+    char q[HTTP_ETAG_MAX] = "";
     if (etag) {
-        char q[160];
         snprintf(q, sizeof q, "\"%s\"", etag);
         keng_http_add_header(r, "ETag", q);
         const char *inm = keng_http_req_header(r, "if-none-match");
@@ -1380,6 +1584,7 @@ void keng_http_respond_file(keng_http_req *r, const char *path, const char *ctyp
     f->req = r;
     f->fd = -1;
     f->ctype = ctype;
+    memcpy(f->etag, q, sizeof f->etag);
     r->file = f;
     f->fs.data = f;
     if (uv_fs_open(r->c->srv->loop, &f->fs, path, O_RDONLY | O_CLOEXEC, 0, on_file_open) < 0) {

@@ -1,8 +1,13 @@
 /* http: an HTTP/1.1 server on libuv and http-parser. It knows requests and responses and
  * nothing of alerts: keep-alive, pipelined requests answered in order (one request at a time
- * per connection; the parser is paused while a handler works), header and body limits, header
- * and idle timeouts, streaming request bodies, chunked and Server-Sent-Events responses, files
- * with Range and ETag, one access-log line per request. Loop thread only.
+ * per connection; the parser is paused while a handler works), header and body limits, header,
+ * body, send and idle timeouts, streaming request bodies, chunked and Server-Sent-Events
+ * responses, files with Range and ETag, one access-log line per request. Loop thread only.
+ *
+ * Closing: a connection closes only once its queued answers are written (a connection with
+ * bytes queued is not idle). After a client's half-close (EOF) every request that arrived whole
+ * is still answered, in order, then the connection closes. Responses say "Connection: close"
+ * during shutdown, and after a half-close when no further request is waiting.
  *
  * Ownership: the server owns connections and requests. A request handed to a handler stays
  * valid until the handler finishes it with one keng_http_respond*() call (or stream_end), even
@@ -24,9 +29,11 @@ typedef struct keng_http_req keng_http_req;
 typedef struct keng_http_limits {
     size_t max_header;     /* bytes of request line + headers: 16 KiB → 431 */
     size_t max_body;       /* default per request: 1 MiB → 413; routes may change it */
-    int header_timeout_ms; /* from the first byte of a request to the end of its headers */
-    int body_timeout_ms;   /* longest silence while a body is arriving */
-    int idle_timeout_ms;   /* keep-alive connection with no request */
+    int header_timeout_ms; /* from the first byte of a request to the end of its headers → 408 */
+    int body_timeout_ms;   /* longest silence while a body is arriving → 408 */
+    int idle_timeout_ms;   /* keep-alive connection with no request and nothing queued */
+    int send_timeout_ms;   /* longest time queued response bytes may not move (a client that
+                              does not read; streams too) before the cut; 0: no limit */
     int max_connections;   /* more are answered 503 and closed */
 } keng_http_limits;
 

@@ -22,7 +22,10 @@ typedef struct keng_route_match {
 } keng_route_match;
 
 /* 0 and m filled; -ENOENT when no pattern matches the path (404); -EPERM when the path matches
- * but not the method (405, m->allow says which do); -EINVAL for a malformed path (400). */
+ * but not the method (405, m->allow says which do); -EINVAL for a malformed path (400): not
+ * starting with '/', a '%' not followed by two hex digits anywhere in it, or a parameter of a
+ * pattern the path otherwise fits that decodes to a NUL byte or to more than
+ * KENG_ROUTE_PARAM_LEN - 1 bytes. A decoded '/' in a single-segment parameter is no match. */
 int keng_router_match(const keng_route *routes, size_t n, const char *method, const char *path,
                       keng_route_match *m);
 

@@ -211,6 +211,18 @@ TEST(router_allow_lists_each_method_once)
     ASSERT_STR_EQ(m.allow, "GET, PUT");
 }
 
+TEST(router_allow_compares_whole_methods)
+{
+    /* A method that is a part of one already listed (LOCK in UNLOCK) is listed too. */
+    static const keng_route t[] = {
+        {"UNLOCK", "/r", NULL}, {"LOCK", "/r", NULL}, {"GETX", "/r", NULL},
+        {"GET", "/r", NULL},    {"LOCK", "/r", NULL}, {"ET", "/r", NULL},
+    };
+    keng_route_match m;
+    ASSERT_EQ(keng_router_match(t, 6, "PATCH", "/r", &m), -EPERM);
+    ASSERT_STR_EQ(m.allow, "UNLOCK, LOCK, GETX, GET, ET");
+}
+
 TEST(router_match_after_mismatches_wins)
 {
     /* Methods that do not fit come first; the one that does still matches. */
@@ -311,16 +323,34 @@ TEST(router_literal_segments_not_decoded)
 
 TEST(router_bad_percent_encoding_rejected)
 {
-    /* router.h promises -EINVAL (400) for a malformed path; it answers -ENOENT (404) for an
-     * undecodable parameter. Either way nothing may match. */
-    static const char *bad[] = {"/v1/groups/%zz", "/v1/groups/%4",    "/v1/groups/abc%",
-                                "/v1/groups/%00", "/v1/groups/a%00b", "/files/x%g1"};
+    /* A malformed path is -EINVAL (400), as router.h promises, not "no such resource". */
+    static const struct {
+        const char *method, *path;
+    } bad[] = {
+        {"GET", "/v1/groups/%zz"},
+        {"GET", "/v1/groups/%4"},
+        {"GET", "/v1/groups/abc%"},
+        {"GET", "/v1/groups/%"},
+        {"GET", "/v1/groups/%00"},
+        {"GET", "/v1/groups/a%00b"},
+        {"GET", "/files/x%g1"},
+        {"GET", "/files/a/b%00"},
+        {"POST", "/v1/groups/%zz/import"}, /* a parameter before a literal */
+        {"PATCH", "/v1/groups/%4"},        /* the method does not fit either: still 400 */
+        {"GET", "/v1/a/ok/b/%G0"},         /* the second parameter */
+        {"GET", "/nothing/%zz"},           /* a bad escape where no pattern fits: still 400 */
+        {"GET", "/%"},
+    };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         keng_route_match m;
-        int rc = keng_router_match(routes, NROUTES, "GET", bad[i], &m);
-        if (rc != -EINVAL && rc != -ENOENT) TEST_FAIL("%s: rc %d", bad[i], rc);
+        int rc = keng_router_match(routes, NROUTES, bad[i].method, bad[i].path, &m);
+        if (rc != -EINVAL) TEST_FAIL("%s %s: rc %d", bad[i].method, bad[i].path, rc);
         ASSERT_NULL(m.route);
     }
+    /* Well-formed escapes where no pattern matches are still 404. */
+    keng_route_match m;
+    ASSERT_EQ(match("GET", "/nothing/%00", &m), -ENOENT);
+    ASSERT_EQ(match("GET", "/v1/groups/a%2Fb", &m), -ENOENT);
 }
 
 TEST(router_param_length_limit)
@@ -335,8 +365,16 @@ TEST(router_param_length_limit)
     ASSERT_EQ(strlen(m.params[0]), KENG_ROUTE_PARAM_LEN - 1);
     path[n + KENG_ROUTE_PARAM_LEN - 1] = 'a';
     path[n + KENG_ROUTE_PARAM_LEN] = '\0';
-    ASSERT_NE(match("GET", path, &m), 0);
+    /* One more is a malformed path (400), documented in router.h, not "no such resource". */
+    ASSERT_EQ(match("GET", path, &m), -EINVAL);
     ASSERT_NULL(m.route);
+    ASSERT_EQ(match("DELETE", path, &m), -EINVAL);
+    /* Too long under a rest parameter as well. */
+    n = snprintf(path, sizeof path, "/files/");
+    memset(path + n, 'b', KENG_ROUTE_PARAM_LEN);
+    path[n + KENG_ROUTE_PARAM_LEN] = '\0';
+    ASSERT_EQ(match("GET", path, &m), -EINVAL);
+    n = snprintf(path, sizeof path, "/v1/groups/");
     /* The limit is on the decoded length: 255 x "%41" (765 bytes raw) fits. */
     char *p = path + n;
     for (int i = 0; i < KENG_ROUTE_PARAM_LEN - 1; i++, p += 3)
@@ -345,6 +383,8 @@ TEST(router_param_length_limit)
     ASSERT_EQ(match("GET", path, &m), 4);
     ASSERT_EQ(strlen(m.params[0]), KENG_ROUTE_PARAM_LEN - 1);
     ASSERT_EQ(m.params[0][0], 'A');
+    memcpy(p, "%41", 4); /* 256 decoded bytes */
+    ASSERT_EQ(match("GET", path, &m), -EINVAL);
 }
 
 TEST(router_long_path_no_overflow)
@@ -359,9 +399,9 @@ TEST(router_long_path_no_overflow)
     path[n] = '\0';
     keng_route_match m;
     ASSERT_EQ(match("GET", path, &m), -ENOENT);
-    /* Under a rest parameter it is too long for the buffer: not matched either. */
+    /* Under a rest parameter it is too long for the buffer: a malformed path. */
     memcpy(path, "/files", 6);
-    ASSERT_NE(match("GET", path, &m), 0);
+    ASSERT_EQ(match("GET", path, &m), -EINVAL);
 }
 
 /* ---- many routes ---- */
