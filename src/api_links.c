@@ -32,8 +32,38 @@ static int valid_token(const char *t)
     return 1;
 }
 
-/* Finds the recipient behind the token of kind ('r' or 'l'); answers 404 when unknown. */
-static int link_find(keng_call *c, char kind, link_target *t)
+static void respond_page(keng_call *c, const char *tpl, cJSON *data, int status);
+
+/* A link that leads nowhere, as a page a phone can show (templates/web/link.html): 404 when the
+ * token is unknown (t NULL), 410 when its alert has ended. What to do instead is on the page. */
+static void respond_link_page(keng_call *c, char kind, const link_target *t)
+{
+    cJSON *d = cJSON_CreateObject();
+    cJSON *ward = cJSON_AddObjectToObject(d, "ward");
+    cJSON_AddStringToObject(ward, "name", c->app->cfg->ward_name ? c->app->cfg->ward_name : "");
+    cJSON_AddStringToObject(ward, "phone", c->app->cfg->ward_phone ? c->app->cfg->ward_phone : "");
+    cJSON_AddBoolToObject(d, kind == 'l' ? "leader" : "household", 1);
+    if (t) {
+        cJSON_AddBoolToObject(d, "ended", 1);
+        static const char *const why[] = {"resolved", "cancelled", "expired"};
+        for (size_t i = 0; i < sizeof why / sizeof why[0]; i++)
+            if (strcmp(t->status, why[i]) == 0) cJSON_AddBoolToObject(d, why[i], 1);
+    } else {
+        cJSON_AddBoolToObject(d, "unknown", 1);
+    }
+    respond_page(c, "web/link.html.mustache", d, t ? 410 : 404);
+}
+
+/* A page request gets HTML unless the client asks for JSON only (an API client, a script). */
+static int page_wants_html(keng_call *c)
+{
+    const char *acc = keng_http_req_header(c->req, "accept");
+    return !(acc && strstr(acc, "application/json") && !strstr(acc, "text/html"));
+}
+
+/* Finds the recipient behind the token of kind ('r' or 'l'); answers 404 when unknown, as the
+ * link page when html, else as a JSON error. */
+static int link_find(keng_call *c, char kind, link_target *t, int html)
 {
     memset(t, 0, sizeof *t);
     const char *tok = c->m.params[0];
@@ -75,8 +105,11 @@ static int link_find(keng_call *c, char kind, link_target *t)
     cJSON_Delete(t->doc);
     t->doc = NULL;
 unknown:
-    keng_http_respond_error(c->req, 404, "unknown_link",
-                            "this link is not valid; use the link from your message");
+    if (html)
+        respond_link_page(c, kind, NULL);
+    else
+        keng_http_respond_error(c->req, 404, "unknown_link",
+                                "this link is not valid; use the link from your message");
     return -1;
 }
 
@@ -132,7 +165,17 @@ static void respond_page(keng_call *c, const char *tpl, cJSON *data, int status)
 void keng_api_reply_page(keng_call *c)
 {
     link_target t;
-    if (link_find(c, 'r', &t)) return;
+    int html = page_wants_html(c);
+    if (link_find(c, 'r', &t, html)) return;
+    if (is_closed(&t)) {
+        if (html)
+            respond_link_page(c, 'r', &t);
+        else
+            keng_http_respond_error(c->req, 410, "alert_closed",
+                                    "this alert is closed; thank you, no more replies are needed");
+        cJSON_Delete(t.doc);
+        return;
+    }
     sqlite3_stmt *s = keng_store_stmt(c->app->store,
                                       "UPDATE recipients SET seen_at = ?3 WHERE alert_id = ?1"
                                       " AND member_id = ?2 AND seen_at IS NULL");
@@ -193,13 +236,15 @@ void keng_api_reply_post(keng_call *c)
     cJSON *body = form ? form_body(c) : keng_api_json_body(c);
     if (!body) return;
     link_target t;
-    if (link_find(c, 'r', &t)) {
+    if (link_find(c, 'r', &t, form)) {
         cJSON_Delete(body);
         return;
     }
     const char *kind = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(body, "kind"));
     const cJSON *text = cJSON_GetObjectItemCaseSensitive(body, "text");
-    if (is_closed(&t)) {
+    if (is_closed(&t) && form) {
+        respond_link_page(c, 'r', &t);
+    } else if (is_closed(&t)) {
         keng_http_respond_error(c->req, 410, "alert_closed",
                                 "this alert is closed; thank you, no more replies are needed");
     } else if (!kind || (strcmp(kind, "tip") && strcmp(kind, "nothing_seen") &&
@@ -302,7 +347,17 @@ static int64_t relayed_at(keng_store *st, const char *alert_id, const char *lead
 void keng_api_relay_page(keng_call *c)
 {
     link_target t;
-    if (link_find(c, 'l', &t)) return;
+    int html = page_wants_html(c);
+    if (link_find(c, 'l', &t, html)) return;
+    if (is_closed(&t)) {
+        if (html)
+            respond_link_page(c, 'l', &t);
+        else
+            keng_http_respond_error(c->req, 410, "alert_closed",
+                                    "this alert is closed; nothing to pass on");
+        cJSON_Delete(t.doc);
+        return;
+    }
     cJSON *d = page_data(c, &t);
     char url[KENG_ROUTE_PARAM_LEN + 64];
     snprintf(url, sizeof url, "/l/%s/relay", c->m.params[0]);
@@ -393,14 +448,16 @@ void keng_api_relay_post(keng_call *c)
     cJSON *body = form ? form_body(c) : len ? keng_api_json_body(c) : cJSON_CreateObject();
     if (!body) return;
     link_target t;
-    if (link_find(c, 'l', &t)) {
+    if (link_find(c, 'l', &t, form)) {
         cJSON_Delete(body);
         return;
     }
     const cJSON *note = cJSON_GetObjectItemCaseSensitive(body, "note");
     int waiting;
     relayed_at(c->app->store, t.alert_id, t.member_id, &waiting);
-    if (is_closed(&t)) {
+    if (is_closed(&t) && form) {
+        respond_link_page(c, 'l', &t);
+    } else if (is_closed(&t)) {
         keng_http_respond_error(c->req, 410, "alert_closed", "this alert is closed; nothing to pass on");
     } else if (note && (!cJSON_IsString(note) || strlen(note->valuestring) > 1000 ||
                         !keng_utf8_valid(note->valuestring, strlen(note->valuestring)))) {

@@ -124,7 +124,7 @@ static int media_insert(keng_call *c, const upload_job *j, int *created)
     return rc == SQLITE_DONE ? 0 : keng_store_errno(rc);
 }
 
-static void respond_thumb_error(keng_call *c, int rc)
+static void respond_thumb_error(keng_call *c, int rc, const keng_thumb_info *info)
 {
     const char *why = keng_thumb_strerror(rc);
     switch (rc) {
@@ -132,8 +132,17 @@ static void respond_thumb_error(keng_call *c, int rc)
         keng_http_respond_error(c->req, 415, "unsupported_media_type", "%s", why);
         break;
     case -EBADMSG:
-    case -EFBIG:
         keng_http_respond_error(c->req, 422, "undecodable_image", "%s", why);
+        break;
+    case -EFBIG: /* too large, not broken (DESIGN §8): 413 like the byte limit */
+        if (info->width > 0 && info->height > 0)
+            keng_http_respond_error(
+                c->req, 413, "too_large",
+                "the photo is %d x %d pixels, more than the limit of %u megapixels; send a "
+                "smaller copy (a phone's normal camera setting, or \"medium\" size when sharing)",
+                info->width, info->height, KENG_THUMB_MAX_PIXELS / 1000000u);
+        else
+            keng_http_respond_error(c->req, 413, "too_large", "%s", why);
         break;
     case -E2BIG:
         keng_http_respond_error(c->req, 413, "too_large", "%s", why);
@@ -155,7 +164,7 @@ static void upload_done(uv_work_t *w, int status)
     if (status) {
         keng_http_respond_error(c->req, 503, "busy", "the photo was not processed; send it again");
     } else if (j->rc && j->thumb_rc) {
-        respond_thumb_error(c, j->rc);
+        respond_thumb_error(c, j->rc, &j->info);
     } else if (j->rc) {
         keng_warn("media: storing %s (%zu bytes) failed: %s", j->sha, j->len, strerror(-j->rc));
         keng_http_respond_error(c->req, j->rc == -ENOSPC ? 503 : 500, "storage",

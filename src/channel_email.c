@@ -1,15 +1,33 @@
-/* channel email: SMTP through libcurl. One message per delivery: multipart/alternative with the
- * text and the HTML (messages.html, or a minimal page made from the text), the link in both, a
- * UTF-8 Subject as RFC 2047 encoded words, Message-ID from the idempotency key so a receiving
- * system can drop a repeat. SMTP 5xx is dead, 4xx and network errors retry. */
+/* channel email: SMTP through libcurl. One message per delivery:
+ *
+ *   multipart/alternative
+ *   ├── text/plain; charset=UTF-8               the text, with the recipient's link
+ *   └── multipart/related; type="text/html"     (only text/html when no thumbnail goes along)
+ *       ├── text/html; charset=UTF-8            messages.html from the templates, else a page
+ *       │                                       made from the text; the link as a link
+ *       └── image/jpeg, inline, Content-ID      the first photo's thumbnail, from DATA/media,
+ *                                               shown by the HTML's <img src="cid:…">
+ *
+ * A UTF-8 Subject as RFC 2047 encoded words, Message-ID from the idempotency key so a receiving
+ * system can drop a repeat. SMTP 5xx is dead, 4xx and network errors retry. A thumbnail that
+ * cannot be read never fails a delivery: the e-mail goes without the image. */
 #include "keng/channel.h"
 #include "keng/fanout.h"
+#include "keng/media.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
+
+/* A thumbnail is a 320-pixel JPEG of some tens of KB; a bigger file is not what we made. */
+#define EMAIL_THUMB_MAX (1u << 20)
 
 static int email_configured(const keng_fanout_config *cfg)
 {
@@ -26,96 +44,224 @@ static int address_ok(const char *a)
     return strlen(a) < 255;
 }
 
-/* "Subject: =?UTF-8?B?…?= =?UTF-8?B?…?=": words of ≤ 45 bytes cut on character boundaries,
- * so each encoded word stays under RFC 2047's 75 characters. */
+/* "Subject: =?UTF-8?B?…?=", folded before each further encoded word: words of ≤ 39 bytes cut on
+ * character boundaries, so every line stays under RFC 5322's 78 characters (and each word under
+ * RFC 2047's 75). */
 static int subject_header(const char *s, keng_buf *out)
 {
     int rc = keng_buf_puts(out, "Subject:");
     size_t len = strlen(s), i = 0;
-    if (len == 0) return rc;
     while (rc == 0 && i < len) {
-        size_t n = len - i > 45 ? 45 : len - i;
+        size_t n = len - i > 39 ? 39 : len - i;
         while (n > 0 && i + n < len && ((unsigned char)s[i + n] & 0xC0) == 0x80)
             n--;
+        if (n == 0) n = len - i > 39 ? 39 : len - i; /* not UTF-8: cut anywhere */
         unsigned char enc[64];
         int m = EVP_EncodeBlock(enc, (const unsigned char *)s + i, (int)n);
-        rc = keng_buf_printf(out, " =?UTF-8?B?%.*s?=", m, (const char *)enc);
+        rc = keng_buf_printf(out, "%s =?UTF-8?B?%.*s?=", i ? "\r\n" : "", m, (const char *)enc);
         i += n;
     }
     return rc;
 }
 
-static int html_escape(keng_buf *b, const char *s)
+/* Appends s escaped for HTML text and attribute values; with br, a newline becomes <br>. */
+static int html_escape(keng_buf *b, const char *s, size_t len, int br)
 {
     int rc = 0;
-    for (; rc == 0 && *s; s++) {
-        switch (*s) {
+    size_t from = 0;
+    for (size_t i = 0; rc == 0 && i < len; i++) {
+        const char *rep;
+        switch (s[i]) {
         case '<':
-            rc = keng_buf_puts(b, "&lt;");
+            rep = "&lt;";
             break;
         case '>':
-            rc = keng_buf_puts(b, "&gt;");
+            rep = "&gt;";
             break;
         case '&':
-            rc = keng_buf_puts(b, "&amp;");
+            rep = "&amp;";
             break;
         case '"':
-            rc = keng_buf_puts(b, "&quot;");
+            rep = "&quot;";
             break;
         case '\n':
-            rc = keng_buf_puts(b, "<br>\r\n");
+            rep = br ? "<br>\n" : NULL;
             break;
         default:
-            rc = keng_buf_append(b, s, 1);
+            rep = NULL;
         }
+        if (!rep) continue;
+        rc = keng_buf_append(b, s + from, i - from);
+        if (rc == 0) rc = keng_buf_puts(b, rep);
+        from = i + 1;
     }
+    return rc ? rc : keng_buf_append(b, s + from, len - from);
+}
+
+static const char LINK_ANCHOR[] =
+    "<a href=\"" KENG_LINK_PLACEHOLDER "\">" KENG_LINK_PLACEHOLDER "</a>";
+
+/* The HTML when the message has none of its own (an old row, a language without an e-mail
+ * template, a copy made for a fallback contact): the text, escaped, with the link as a link.
+ * Placeholders stay in for expand(). */
+static int page_from_text(const keng_channel_req *req, keng_buf *b)
+{
+    const keng_channel_msg *m = req->msg;
+    int rc = keng_buf_puts(b, "<!doctype html>\n<html><head><meta charset=\"utf-8\">"
+                              "<meta name=\"viewport\" content=\"width=device-width, "
+                              "initial-scale=1\"></head>\n<body style=\"margin:0;padding:16px;"
+                              "font-family:Arial,Helvetica,sans-serif;font-size:17px;"
+                              "line-height:1.5;color:#1b1b1b;\">\n<p>");
+    const char *t = m->text, *hit;
+    int placed = strstr(t, KENG_LINK_PLACEHOLDER) != NULL;
+    while (rc == 0 && (hit = strstr(t, KENG_LINK_PLACEHOLDER))) {
+        rc = html_escape(b, t, (size_t)(hit - t), 1);
+        if (rc == 0) rc = keng_buf_puts(b, LINK_ANCHOR);
+        t = hit + strlen(KENG_LINK_PLACEHOLDER);
+    }
+    if (rc == 0) rc = html_escape(b, t, strlen(t), 1);
+    if (rc == 0) rc = keng_buf_puts(b, "</p>\n");
+    /* A text from templates carries the note and the link in place already. */
+    if (rc == 0 && !placed && m->note && *m->note) {
+        rc = keng_buf_puts(b, "<p>");
+        if (rc == 0) rc = html_escape(b, m->note, strlen(m->note), 1);
+        if (rc == 0) rc = keng_buf_puts(b, "</p>\n");
+    }
+    /* The photo of an alert or an update; a resolution no longer shows a person's face. */
+    if (rc == 0 && m->first_photo && (!strcmp(m->event, "alert") || !strcmp(m->event, "update")))
+        rc =
+            keng_buf_puts(b, "<p><img src=\"" KENG_PHOTO_PLACEHOLDER "\" alt=\"\" "
+                             "style=\"display:block;max-width:100%;height:auto;border:0;\"></p>\n");
+    if (rc == 0 && !placed && req->link_url[0]) rc = keng_buf_printf(b, "<p>%s</p>\n", LINK_ANCHOR);
+    if (rc == 0) rc = keng_buf_puts(b, "</body></html>\n");
     return rc;
 }
 
-static int build_html(const keng_channel_req *req, keng_buf *b)
+/* The message's own HTML. The link goes where the template put it; a template that did not
+ * place it gets it as a last paragraph, as the text does. */
+static int page_from_template(const keng_channel_req *req, keng_buf *b)
 {
-    const keng_channel_msg *m = req->msg;
+    const char *h = req->msg->html;
+    if (strstr(h, KENG_LINK_PLACEHOLDER) || !req->link_url[0]) return keng_buf_puts(b, h);
+    const char *end = NULL;
+    for (const char *p = h; (p = strchr(p, '<')); p++)
+        if (strncasecmp(p, "</body", 6) == 0) end = p;
+    if (!end) end = h + strlen(h);
+    int rc = keng_buf_append(b, h, (size_t)(end - h));
+    if (rc == 0)
+        rc = keng_buf_printf(b,
+                             "<p style=\"max-width:600px;margin:8px auto;padding:0 16px;"
+                             "font-family:Arial,Helvetica,sans-serif;font-size:14px;"
+                             "word-break:break-all;\">%s</p>\n",
+                             LINK_ANCHOR);
+    return rc ? rc : keng_buf_puts(b, end);
+}
+
+/* The start of the <img tag that holds the placeholder at ph, or NULL when ph is not inside one. */
+static const char *img_start(const char *from, const char *ph)
+{
+    for (const char *q = ph; q > from;) {
+        q--;
+        if (*q == '>') return NULL;
+        if (*q == '<')
+            return strncasecmp(q, "<img", 4) == 0 && q[4] && strchr(" \t\r\n/", q[4]) ? q : NULL;
+    }
+    return NULL;
+}
+
+/* Copies src into out with the placeholders filled: the recipient's link (escaped for HTML), and
+ * the photo's "cid:…" — or, without a thumbnail (cid NULL), the <img> holding it left out. */
+static int expand(const char *src, const keng_channel_req *req, const char *cid, keng_buf *out)
+{
+    const size_t llen = strlen(KENG_LINK_PLACEHOLDER), plen = strlen(KENG_PHOTO_PLACEHOLDER);
+    const char *p = src;
     int rc = 0;
-    if (m->html && *m->html) {
-        /* Template HTML may hold the link placeholder too: the recipient's link goes there. */
-        const char *h = m->html, *hit;
-        while (rc == 0 && (hit = strstr(h, KENG_LINK_PLACEHOLDER))) {
-            rc = keng_buf_append(b, h, (size_t)(hit - h));
-            if (rc == 0) rc = html_escape(b, req->link_url);
-            h = hit + strlen(KENG_LINK_PLACEHOLDER);
+    while (rc == 0) {
+        const char *l = strstr(p, KENG_LINK_PLACEHOLDER), *ph = strstr(p, KENG_PHOTO_PLACEHOLDER);
+        if (!l && !ph) break;
+        if (l && (!ph || l < ph)) {
+            rc = keng_buf_append(out, p, (size_t)(l - p));
+            if (rc == 0) rc = html_escape(out, req->link_url, strlen(req->link_url), 0);
+            p = l + llen;
+        } else if (cid) {
+            rc = keng_buf_append(out, p, (size_t)(ph - p));
+            if (rc == 0) rc = keng_buf_printf(out, "cid:%s", cid);
+            p = ph + plen;
+        } else {
+            const char *img = img_start(p, ph), *gt = strchr(ph + plen, '>');
+            if (img && gt) {
+                rc = keng_buf_append(out, p, (size_t)(img - p));
+                p = gt + 1;
+            } else {
+                rc = keng_buf_append(out, p, (size_t)(ph - p));
+                p = ph + plen;
+            }
         }
-        if (rc == 0) rc = keng_buf_puts(b, h);
-    } else {
-        rc = keng_buf_puts(b, "<!doctype html><html><head><meta charset=\"utf-8\"></head><body>"
-                              "<p>");
-        keng_buf text;
-        keng_buf_init(&text, 0);
-        if (rc == 0) rc = keng_channel_text_with_link(req, &text);
-        if (rc == 0) rc = html_escape(b, text.data ? text.data : "");
-        keng_buf_free(&text);
-        if (rc == 0) rc = keng_buf_puts(b, "</p>");
-        if (rc == 0 && m->first_photo) {
-            rc = keng_buf_puts(b, "<p><img alt=\"\" style=\"max-width:100%\" src=\"");
-            if (rc == 0) rc = html_escape(b, m->first_photo);
-            if (rc == 0) rc = keng_buf_puts(b, "\"></p>");
-        }
-        if (rc == 0) rc = keng_buf_puts(b, "</body></html>");
     }
-    /* A text from templates carries the note and the link in place already. */
-    if (strstr(m->text, KENG_LINK_PLACEHOLDER)) return rc;
-    /* The template's HTML is shared by all recipients; the personal link goes after it. */
-    if (rc == 0 && m->note && *m->note) {
-        rc = keng_buf_puts(b, "\r\n<p>");
-        if (rc == 0) rc = html_escape(b, m->note);
-        if (rc == 0) rc = keng_buf_puts(b, "</p>");
+    return rc ? rc : keng_buf_puts(out, p);
+}
+
+/* The media id in a thumbnail URL, PUBLIC_URL/t/<id>.jpg (alert_view.c), into id. */
+static int thumb_id(const char *url, char id[KENG_MEDIA_ID_LEN + 1])
+{
+    const char *slash = url ? strrchr(url, '/') : NULL;
+    if (!slash || slash - url < 2 || slash[-1] != 't' || slash[-2] != '/') return -EINVAL;
+    const char *name = slash + 1;
+    if (strlen(name) != KENG_MEDIA_ID_LEN + 4 || strcmp(name + KENG_MEDIA_ID_LEN, ".jpg") != 0)
+        return -EINVAL;
+    memcpy(id, name, KENG_MEDIA_ID_LEN);
+    id[KENG_MEDIA_ID_LEN] = '\0';
+    return keng_media_valid_id(id) ? 0 : -EINVAL;
+}
+
+/* The thumbnail of media id from the store kengd keeps under DATA/media (main.c), into out
+ * (initialised with the cap EMAIL_THUMB_MAX).
+ * This reads a small file on the loop thread: some tens of KB from the page cache, once per
+ * e-mail — what curl_mime_filedata would do during the transfer, minus the race with a file
+ * that disappears between the check and the send. */
+static int read_thumb(const keng_fanout_config *cfg, const char *id, keng_buf *out)
+{
+    char dir[PATH_MAX], path[PATH_MAX];
+    if (!cfg->data_dir || !*cfg->data_dir) return -ENOENT;
+    int n = snprintf(dir, sizeof dir, "%s/media", cfg->data_dir);
+    if (n < 0 || (size_t)n >= sizeof dir) return -ENAMETOOLONG;
+    int rc = keng_media_path(dir, id, KENG_MEDIA_THUMB_SUFFIX, path, sizeof path);
+    if (rc) return rc;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    struct stat st;
+    if (fstat(fd, &st))
+        rc = -errno;
+    else if (!S_ISREG(st.st_mode))
+        rc = -EISDIR;
+    else if (st.st_size <= 0 || (uint64_t)st.st_size > EMAIL_THUMB_MAX)
+        rc = -EFBIG;
+    char chunk[16384];
+    while (rc == 0) { /* out's cap stops a file that grew after fstat */
+        ssize_t r = read(fd, chunk, sizeof chunk);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) rc = -errno;
+        if (r <= 0) break;
+        rc = keng_buf_append(out, chunk, (size_t)r);
     }
-    if (rc == 0 && req->link_url[0]) {
-        rc = keng_buf_puts(b, "\r\n<p><a href=\"");
-        if (rc == 0) rc = html_escape(b, req->link_url);
-        if (rc == 0) rc = keng_buf_puts(b, "\">");
-        if (rc == 0) rc = html_escape(b, req->link_url);
-        if (rc == 0) rc = keng_buf_puts(b, "</a></p>");
+    close(fd);
+    if (rc == 0 && out->len == 0) rc = -ENODATA;
+    return rc;
+}
+
+/* s with every bare LF made CRLF: MIME text has CRLF line ends, and curl's quoted-printable
+ * encoder keeps a CRLF as a line break but writes a lone LF as "=0A". */
+static int crlf(const keng_buf *s, keng_buf *out)
+{
+    int rc = 0;
+    size_t from = 0;
+    for (size_t i = 0; rc == 0 && i < s->len; i++) {
+        if (s->data[i] != '\n' || (i > 0 && s->data[i - 1] == '\r')) continue;
+        rc = keng_buf_append(out, s->data + from, i - from);
+        if (rc == 0) rc = keng_buf_append(out, "\r\n", 2);
+        from = i + 1;
     }
+    if (rc == 0) rc = keng_buf_append(out, s->len ? s->data + from : "", s->len - from);
     return rc;
 }
 
@@ -127,9 +273,73 @@ static int add_header(struct curl_slist **h, const char *line)
     return 0;
 }
 
+/* One leaf part: data (copied by curl), its type and transfer encoding, and headers (taken). */
+static int mime_leaf(curl_mime *m, const char *type, const char *data, size_t len,
+                     const char *encoder, struct curl_slist *headers)
+{
+    curl_mimepart *p = curl_mime_addpart(m);
+    if (!p) {
+        curl_slist_free_all(headers);
+        return -ENOMEM;
+    }
+    CURLcode cc = curl_mime_data(p, data, len);
+    if (cc == CURLE_OK) cc = curl_mime_type(p, type);
+    if (cc == CURLE_OK) cc = curl_mime_encoder(p, encoder);
+    if (cc == CURLE_OK && headers) {
+        cc = curl_mime_headers(p, headers, 1);
+        headers = NULL; /* the part owns them now */
+    }
+    curl_slist_free_all(headers);
+    return cc == CURLE_OK ? 0 : -ENOMEM;
+}
+
+/* The body (see the top of this file) into req->mime. The top-level type comes from the
+ * "Content-Type: multipart/alternative" message header: curl adds the boundary to it. */
+static int build_mime(keng_channel_req *req, const keng_buf *text, const keng_buf *html,
+                      const keng_buf *thumb, const char *cid)
+{
+    CURL *e = req->easy;
+    curl_mime *top = req->mime = curl_mime_init(e);
+    if (!top) return -ENOMEM;
+    int rc = mime_leaf(top, "text/plain; charset=UTF-8", text->len ? text->data : "", text->len,
+                       "quoted-printable", NULL);
+    if (rc == 0 && !cid)
+        return mime_leaf(top, "text/html; charset=UTF-8", html->data, html->len, "quoted-printable",
+                         NULL);
+    curl_mime *rel = rc == 0 ? curl_mime_init(e) : NULL;
+    if (rc == 0 && !rel) rc = -ENOMEM;
+    if (rc == 0)
+        rc = mime_leaf(rel, "text/html; charset=UTF-8", html->data, html->len, "quoted-printable",
+                       NULL);
+    if (rc == 0) {
+        struct curl_slist *h = NULL;
+        keng_buf line;
+        keng_buf_init(&line, 0);
+        rc = keng_buf_printf(&line, "Content-ID: <%s>", cid);
+        if (rc == 0) rc = add_header(&h, line.data);
+        if (rc == 0) rc = add_header(&h, "Content-Disposition: inline; filename=\"photo.jpg\"");
+        keng_buf_free(&line);
+        if (rc == 0)
+            rc = mime_leaf(rel, "image/jpeg", thumb->data, thumb->len, "base64", h);
+        else
+            curl_slist_free_all(h);
+    }
+    curl_mimepart *p = rc == 0 ? curl_mime_addpart(top) : NULL;
+    if (rc == 0 && !p) rc = -ENOMEM;
+    if (rc == 0 && curl_mime_subparts(p, rel) != CURLE_OK) rc = -ENOMEM;
+    if (rc == 0) {
+        rel = NULL; /* top owns it from here */
+        /* RFC 2387: the root part's type, so that a reader knows what to show. */
+        if (curl_mime_type(p, "multipart/related; type=\"text/html\"") != CURLE_OK) rc = -ENOMEM;
+    }
+    curl_mime_free(rel);
+    return rc;
+}
+
 static int email_prepare(keng_channel_req *req, char *err, size_t errlen)
 {
     const keng_fanout_config *cfg = req->cfg;
+    const keng_channel_msg *m = req->msg;
     const char *to =
         cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(req->address, "address"));
     if (!to || !address_ok(to)) {
@@ -140,13 +350,24 @@ static int email_prepare(keng_channel_req *req, char *err, size_t errlen)
         snprintf(err, errlen, "smtp_from is not a plain address");
         return -EINVAL;
     }
-    keng_buf text, html, line;
+    keng_buf text, src, html, thumb, line, ttext, thtml;
     keng_buf_init(&text, 0);
+    keng_buf_init(&src, 0);
     keng_buf_init(&html, 0);
+    keng_buf_init(&ttext, 0);
+    keng_buf_init(&thtml, 0);
+    keng_buf_init(&thumb, EMAIL_THUMB_MAX);
     keng_buf_init(&line, 8192);
     CURL *e = req->easy;
     int rc = keng_channel_text_with_link(req, &text);
-    if (rc == 0) rc = build_html(req, &html);
+    if (rc == 0)
+        rc = m->html && *m->html ? page_from_template(req, &src) : page_from_text(req, &src);
+    /* The thumbnail goes along only when the HTML shows it. */
+    char id[KENG_MEDIA_ID_LEN + 1], cid[KENG_MEDIA_ID_LEN + 32];
+    int with_thumb = rc == 0 && src.data && strstr(src.data, KENG_PHOTO_PLACEHOLDER) &&
+                     thumb_id(m->first_photo, id) == 0 && read_thumb(cfg, id, &thumb) == 0;
+    if (with_thumb) snprintf(cid, sizeof cid, "%s.thumb@keng", id);
+    if (rc == 0) rc = expand(src.data ? src.data : "", req, with_thumb ? cid : NULL, &html);
     char date[64];
     time_t now = (time_t)req->now;
     struct tm tm;
@@ -162,46 +383,17 @@ static int email_prepare(keng_channel_req *req, char *err, size_t errlen)
     if (rc == 0) rc = keng_buf_printf(&line, "Message-ID: <%s@keng>", req->idem_key);
     if (rc == 0) rc = add_header(&req->headers, line.data);
     keng_buf_reset(&line);
-    if (rc == 0) rc = subject_header(req->msg->subject[0] ? req->msg->subject : "keng", &line);
+    if (rc == 0) rc = subject_header(m->subject[0] ? m->subject : "keng", &line);
     if (rc == 0) rc = add_header(&req->headers, line.data);
+    if (rc == 0) rc = add_header(&req->headers, "Content-Type: multipart/alternative");
     keng_buf_reset(&line);
     if (rc == 0) rc = keng_buf_printf(&line, "<%s>", to);
     if (rc == 0) rc = add_header(&req->rcpt, line.data);
     keng_buf_reset(&line);
     if (rc == 0) rc = keng_buf_printf(&line, "<%s>", cfg->smtp_from);
-    if (rc == 0) {
-        curl_mime *mime = req->mime = curl_mime_init(e);
-        curl_mime *alt = mime ? curl_mime_init(e) : NULL;
-        curl_mimepart *p;
-        struct curl_slist *disp = NULL;
-        if (!mime || !alt) rc = -ENOMEM;
-        if (rc == 0 && (p = curl_mime_addpart(alt))) { /* plain text first: the fallback */
-            curl_mime_data(p, text.len ? text.data : "", CURL_ZERO_TERMINATED);
-            curl_mime_type(p, "text/plain; charset=utf-8");
-            curl_mime_encoder(p, "quoted-printable");
-        } else {
-            rc = -ENOMEM;
-        }
-        if (rc == 0 && (p = curl_mime_addpart(alt))) {
-            curl_mime_data(p, html.data, CURL_ZERO_TERMINATED);
-            curl_mime_type(p, "text/html; charset=utf-8");
-            curl_mime_encoder(p, "quoted-printable");
-        } else {
-            rc = -ENOMEM;
-        }
-        if (rc == 0 && (p = curl_mime_addpart(mime))) {
-            curl_mime_subparts(p, alt); /* mime owns alt from here */
-            alt = NULL;
-            curl_mime_type(p, "multipart/alternative");
-            if (add_header(&disp, "Content-Disposition: inline") == 0)
-                curl_mime_headers(p, disp, 1);
-            else
-                rc = -ENOMEM;
-        } else {
-            rc = -ENOMEM;
-        }
-        curl_mime_free(alt);
-    }
+    if (rc == 0) rc = crlf(&text, &ttext);
+    if (rc == 0) rc = crlf(&html, &thtml);
+    if (rc == 0) rc = build_mime(req, &ttext, &thtml, &thumb, with_thumb ? cid : NULL);
     if (rc == 0) {
         curl_easy_setopt(e, CURLOPT_URL, cfg->smtp_url);
         curl_easy_setopt(e, CURLOPT_MAIL_FROM, line.data);
@@ -217,7 +409,11 @@ static int email_prepare(keng_channel_req *req, char *err, size_t errlen)
         snprintf(err, errlen, "cannot build the e-mail");
     }
     keng_buf_free(&text);
+    keng_buf_free(&src);
     keng_buf_free(&html);
+    keng_buf_free(&ttext);
+    keng_buf_free(&thtml);
+    keng_buf_free(&thumb);
     keng_buf_free(&line);
     return rc;
 }

@@ -133,6 +133,7 @@ static int apply(keng_config *c, const struct opt *o, const char *v, const char 
     switch (o->kind) {
     case OPT_STR:
         set_str((char **)p, v);
+        if (o->off == offsetof(keng_config, public_url)) c->public_url_given = 1;
         return 0;
     case OPT_QUIET:
         if (keng_config_parse_quiet(v, &c->quiet_start_min, &c->quiet_end_min) == 0) return 0;
@@ -238,6 +239,32 @@ void keng_config_usage(void)
                     "(e.g. KENG_PUBLIC_URL). Other settings:");
     for (size_t i = 5; i < sizeof opts / sizeof opts[0]; i++) fprintf(stderr, " --%s", opts[i].flag);
     fprintf(stderr, "\n");
+}
+
+int keng_config_derive_public_url(keng_config *c, int port, int *wildcard)
+{
+    if (wildcard) *wildcard = 0;
+    if (c->public_url_given) return 0;
+    const char *listen = c->listen ? c->listen : "";
+    const char *colon = strrchr(listen, ':');
+    size_t hl = colon ? (size_t)(colon - listen) : strlen(listen);
+    if (port <= 0 && colon) port = atoi(colon + 1);
+    char host[256];
+    snprintf(host, sizeof host, "%.*s", (int)(hl < sizeof host ? hl : sizeof host - 1), listen);
+    /* Every spelling of "any address" that --listen accepts (uv_ip4_addr / uv_ip6_addr). */
+    static const char *const any[] = {"", "0.0.0.0", "[::]", "[0:0:0:0:0:0:0:0]", "[::0]"};
+    int is_any = 0;
+    for (size_t i = 0; i < sizeof any / sizeof any[0]; i++)
+        if (strcmp(host, any[i]) == 0) is_any = 1;
+    if (is_any) snprintf(host, sizeof host, "127.0.0.1");
+    if (wildcard) *wildcard = is_any;
+    char url[300];
+    snprintf(url, sizeof url, "http://%s:%d", host, port > 0 ? port : 8080);
+    char *dup = strdup(url);
+    if (!dup) return -ENOMEM;
+    free(c->public_url);
+    c->public_url = dup;
+    return 1;
 }
 
 int keng_config_load(keng_config *c, int argc, char **argv, char *err, size_t errlen)

@@ -600,8 +600,9 @@ int keng_import_dir(keng_store *st, const char *dir, keng_import_report *r)
         ifile_clear(&files[i]);
     }
     free(files);
-    keng_info("groups: imported %d groups and %d members from %s (%d files refused)", r->groups,
-              r->members, dir, r->files_bad);
+    keng_info("groups: imported %d group%s and %d member%s from %s; %d file%s refused", r->groups,
+              r->groups == 1 ? "" : "s", r->members, r->members == 1 ? "" : "s", dir, r->files_bad,
+              r->files_bad == 1 ? "" : "s");
     return rc;
 }
 

@@ -3,6 +3,7 @@
  * templates/. */
 #include "keng/app.h"
 #include "keng/ckpt.h"
+#include "keng/groups.h"
 #include "keng/import.h"
 #include "keng/log.h"
 #include "keng/publish.h"
@@ -155,6 +156,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "kengd: templates: %s\n", err);
         return 1;
     }
+    keng_groups_set_default_relay_timeout(cfg.relay_timeout_s);
     keng_import_report rep;
     if ((rc = keng_import_dir(app.store, cfg.groups_dir, &rep)))
         keng_warn("groups: cannot read %s (%s); starting without file groups", cfg.groups_dir,
@@ -181,6 +183,13 @@ int main(int argc, char **argv)
     keng_api_observe(&app, app.http);
     int port = keng_http_server_port(app.http);
     write_addr_file(port);
+    int wildcard = 0;
+    if (keng_config_derive_public_url(&cfg, port, &wildcard) == 1 && wildcard)
+        keng_warn("no --public-url given and --listen %s takes every address: links in messages "
+                  "say %s, which only this machine can open. Set --public-url (or "
+                  "KENG_PUBLIC_URL) to the address residents' phones reach, e.g. "
+                  "https://canhbao.example.vn",
+                  cfg.listen, cfg.public_url);
     keng_info("kengd listening on %.*s:%d, data in %s, public URL %s",
               (int)(strrchr(cfg.listen, ':') - cfg.listen), cfg.listen, port, cfg.data_dir,
               cfg.public_url);

@@ -67,9 +67,9 @@ static const char *tpl_channel(const char *channel)
     return NULL;
 }
 
-int keng_publish_render(const keng_publish_ctx *c, const cJSON *view, const char *event,
-                        const char *lang, const char *channel, const char *link_kind,
-                        const char *note, keng_buf *out)
+/* The data a message template is rendered over (templates/README.md). */
+static cJSON *message_data(const keng_publish_ctx *c, const cJSON *view, const char *event,
+                           const char *lang, const char *link_kind, const char *note)
 {
     keng_tpl_ctx tc = {
         .event = event,
@@ -81,12 +81,64 @@ int keng_publish_render(const keng_publish_ctx *c, const cJSON *view, const char
         .link_kind = link_kind,
         .leader_note = note,
     };
-    cJSON *data = keng_alert_tpl_data(view, &tc);
+    return keng_alert_tpl_data(view, &tc);
+}
+
+int keng_publish_render(const keng_publish_ctx *c, const cJSON *view, const char *event,
+                        const char *lang, const char *channel, const char *link_kind,
+                        const char *note, keng_buf *out)
+{
+    cJSON *data = message_data(c, view, event, lang, link_kind, note);
     if (!data) return -ENOMEM;
     int rc = keng_tplset_render(c->templates, keng_alert_tpl_kind(view), event, lang,
                                 channel ? tpl_channel(channel) : NULL, data, out);
     cJSON_Delete(data);
     return rc;
+}
+
+/* The HTML part of an e-mail (msg/<kind>.<event>.<lang>.email.html). Shared by every recipient
+ * of the message: the link is KENG_LINK_PLACEHOLDER and the first photo's src is
+ * KENG_PHOTO_PLACEHOLDER, which the e-mail channel turns into the recipient's link and the
+ * inline thumbnail's cid: (or drops with its <img> when the thumbnail cannot be read). Leaves
+ * out empty when the language has a text but no e-mail HTML: the channel then builds the HTML
+ * from the text. */
+static int render_email_html(const keng_publish_ctx *c, const cJSON *view, const char *event,
+                             const char *lang, const char *link_kind, const char *note,
+                             keng_buf *out)
+{
+    cJSON *data = message_data(c, view, event, lang, link_kind, note);
+    if (!data) return -ENOMEM;
+    int rc = 0;
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(data, "has_photos")) &&
+        !cJSON_AddStringToObject(data, "photo_src", KENG_PHOTO_PLACEHOLDER))
+        rc = -ENOMEM;
+    if (!rc) rc = keng_tplset_render_html(c->templates, keng_alert_tpl_kind(view), event, lang,
+                                          data, out);
+    cJSON_Delete(data);
+    return rc == -ENOENT ? 0 : rc;
+}
+
+/* A message's subject: its first line that is not blank (the headline, which says what
+ * happened: "🔴 KHẨN – TÌM NGƯỜI ĐI LẠC: …", "✅ ĐÃ TÌM THẤY – …"), else the alert's title. At
+ * most 200 bytes, cut on a character boundary. */
+static void message_subject(const cJSON *view, const keng_buf *text, char *out, size_t outlen)
+{
+    const char *p = text->data ? text->data : "";
+    p += strspn(p, " \t\r\n");
+    size_t n = strcspn(p, "\r\n");
+    while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+        n--;
+    if (n == 0) {
+        p = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(view, "title"));
+        if (!p) p = "";
+        n = strlen(p);
+    }
+    if (n > 200) {
+        n = 200;
+        while (n > 0 && ((unsigned char)p[n] & 0xC0) == 0x80)
+            n--;
+    }
+    snprintf(out, outlen, "%.*s", (int)n, p);
 }
 
 /* Renders and stores one message row; *id is its rowid. */
@@ -105,12 +157,16 @@ static int message_insert(const keng_publish_ctx *c, const char *alert_id, int r
         return rc;
     }
     char subject[256];
-    const char *title = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(view, "title"));
-    if (title) {
-        snprintf(subject, sizeof subject, "%s", title);
-    } else {
-        size_t n = strcspn(text.data ? text.data : "", "\n");
-        snprintf(subject, sizeof subject, "%.*s", (int)(n < 200 ? n : 200), text.data ? text.data : "");
+    message_subject(view, &text, subject, sizeof subject);
+    keng_buf html;
+    keng_buf_init(&html, 0);
+    if (!strcmp(channel, "email") &&
+        (rc = render_email_html(c, view, event, lang, link_kind, note, &html))) {
+        keng_error("publish: rendering the e-mail HTML %s/%s/%s failed (%s)",
+                   keng_alert_tpl_kind(view), event, lang, strerror(-rc));
+        keng_buf_free(&html);
+        keng_buf_free(&text);
+        return rc;
     }
     cJSON *pub = cJSON_Duplicate(view, 1);
     cJSON_DeleteItemFromObjectCaseSensitive(pub, "targets");
@@ -121,8 +177,9 @@ static int message_insert(const keng_publish_ctx *c, const char *alert_id, int r
     cJSON_Delete(urls);
     sqlite3_stmt *s = keng_store_stmt(
         c->st, "INSERT INTO messages(alert_id, revision, event, lang, channel, link_kind, text,"
-               " subject, alert_json, photos, note) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
-               " ON CONFLICT DO UPDATE SET text = excluded.text RETURNING id");
+               " subject, alert_json, photos, note, html) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+               " ON CONFLICT DO UPDATE SET text = excluded.text, subject = excluded.subject,"
+               " html = excluded.html RETURNING id");
     rc = -EIO;
     if (s && alert_json && photos) {
         sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_TRANSIENT);
@@ -136,6 +193,7 @@ static int message_insert(const keng_publish_ctx *c, const char *alert_id, int r
         sqlite3_bind_text(s, 9, alert_json, -1, SQLITE_TRANSIENT);
         sqlite3_bind_text(s, 10, photos, -1, SQLITE_TRANSIENT);
         if (note) sqlite3_bind_text(s, 11, note, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(s, 12, html.data ? html.data : "", (int)html.len, SQLITE_TRANSIENT);
         int sr = sqlite3_step(s);
         if (sr == SQLITE_ROW) {
             *id = sqlite3_column_int64(s, 0);
@@ -147,6 +205,7 @@ static int message_insert(const keng_publish_ctx *c, const char *alert_id, int r
     }
     cJSON_free(alert_json);
     cJSON_free(photos);
+    keng_buf_free(&html);
     keng_buf_free(&text);
     return rc;
 }

@@ -850,8 +850,9 @@ static bool has_suffix(const char *s, const char *suf)
     return a >= b && strcmp(s + a - b, suf) == 0;
 }
 
-/* Checks "kind.event.lang[.channel]" against the known words, so a typo in a file name is an
- * error at start-up rather than a template that is silently never used. */
+/* Checks "kind.event.lang[.channel]" (or "kind.event.lang.email.html") against the known words,
+ * so a typo in a file name is an error at start-up rather than a template that is silently never
+ * used. */
 static int check_msg_name(const char *name, char *why, size_t whylen)
 {
     const char *part[5];
@@ -864,8 +865,13 @@ static int check_msg_name(const char *name, char *why, size_t whylen)
         if (!dot) break;
         p = dot + 1;
     }
-    if (np < 3 || np > 4) {
-        snprintf(why, whylen, "name must be <kind>.<event>.<lang>[.<channel>].mustache");
+    /* The one five-part name: an e-mail's HTML, <kind>.<event>.<lang>.email.html. */
+    bool html = np == 5 && plen[3] == 5 && memcmp(part[3], "email", 5) == 0 &&
+                strcmp(part[4], "html") == 0;
+    if (np < 3 || (np > 4 && !html)) {
+        snprintf(why, whylen,
+                 "name must be <kind>.<event>.<lang>[.<channel>].mustache or "
+                 "<kind>.<event>.<lang>.email.html.mustache");
         return -EINVAL;
     }
     if (!in_list(part[0], plen[0], KINDS, NKINDS)) {
@@ -1042,17 +1048,25 @@ static int validate_msgs(const keng_tplset *s, char *err, size_t errlen)
         const char *d1 = strchr(name, '.'), *d2 = strchr(d1 + 1, '.');
         const char *d3 = strchr(d2 + 1, '.');
         size_t k = kind_index(name, (size_t)(d1 - name));
+        bool html = has_suffix(name, ".email.html");
         cJSON *data = cJSON_Duplicate(s->samples[k], 1);
         char event[16];
         snprintf(event, sizeof event, "%.*s", (int)(d2 - d1 - 1), d1 + 1);
+        /* An e-mail's HTML also gets the inline photo's src when there is a photo. */
+        if (data && html && truthy(cJSON_GetObjectItemCaseSensitive(data, "has_photos")) &&
+            !cJSON_GetObjectItemCaseSensitive(data, "photo_src") &&
+            !cJSON_AddStringToObject(data, "photo_src", "cid:sample@keng")) {
+            cJSON_Delete(data);
+            data = NULL;
+        }
         if (!data || !cJSON_AddStringToObject(data, "event", event)) {
             cJSON_Delete(data);
             rc = seterr(err, errlen, -ENOMEM, "out of memory");
             break;
         }
         keng_buf_reset(&out);
-        rc = keng_tpl_render_ex(s->msg[i].t, data, keng_tplset_partial, (void *)s, KENG_TPL_PLAIN,
-                                &out);
+        rc = keng_tpl_render_ex(s->msg[i].t, data, keng_tplset_partial, (void *)s,
+                                html ? 0 : KENG_TPL_PLAIN, &out);
         cJSON_Delete(data);
         if (rc) {
             rc = seterr(err, errlen, -EINVAL,
@@ -1071,7 +1085,7 @@ static int validate_msgs(const keng_tplset *s, char *err, size_t errlen)
                         s->dir, name, KINDS[k]);
             break;
         }
-        size_t limit = d3 ? message_limit(d3 + 1, s->samples[k]) : 0;
+        size_t limit = d3 && !html ? message_limit(d3 + 1, s->samples[k]) : 0;
         size_t cps = keng_tpl_utf8_len(out.data, out.len);
         if (limit && cps > limit)
             keng_warn("template %s/msg/%s.mustache: %zu characters with the sample, over the "
@@ -1115,7 +1129,20 @@ int keng_tplset_load(const char *dir, keng_tplset **out, char *err, size_t errle
                                 "%s/msg/%s.mustache: missing (every "
                                 "kind × event × language needs a default text)",
                                 s->dir, name);
+                snprintf(name, sizeof name, "%s.%s.%s.email.html", KINDS[k], EVENTS[e], LANGS[l]);
+                if (!rc && !named_find(s->msg, s->nmsg, name))
+                    rc = seterr(err, errlen, -EINVAL,
+                                "%s/msg/%s.mustache: missing (every "
+                                "kind × event × language needs an e-mail HTML)",
+                                s->dir, name);
             }
+    /* The pages kengd serves (api_links.c): a missing one would be a 500 on a resident's phone. */
+    static const char *const PAGES[] = {"web/reply.html", "web/relay.html", "web/link.html"};
+    for (size_t i = 0; i < COUNT(PAGES) && !rc; i++)
+        if (!named_find(s->web, s->nweb, PAGES[i]))
+            rc = seterr(err, errlen, -EINVAL,
+                        "%s/%s.mustache: missing (kengd serves this page for personal links)",
+                        s->dir, PAGES[i]);
     if (!rc) rc = check_partials(s, "msg/", s->msg, s->nmsg, err, errlen);
     if (!rc) rc = check_partials(s, "partials/", s->partials.v, s->partials.n, err, errlen);
     if (!rc) rc = check_partials(s, "", s->web, s->nweb, err, errlen);
@@ -1163,6 +1190,21 @@ int keng_tplset_render(const keng_tplset *s, const char *name_kind, const char *
     if (!rc) rc = keng_buf_append(out, msg.data ? msg.data : "", msg.len);
     keng_buf_free(&msg);
     return rc;
+}
+
+int keng_tplset_render_html(const keng_tplset *s, const char *name_kind, const char *event,
+                            const char *lang, const cJSON *data, keng_buf *out)
+{
+    if (!s || !name_kind || !event || !out) return -EINVAL;
+    if (strlen(name_kind) > 40 || strlen(event) > 20 || (lang && strlen(lang) > 20))
+        return -ENOENT;
+    /* The language keng_tplset_render takes for the e-mail's text, so both parts agree. */
+    if (!lang || !*lang || !find_msg(s, name_kind, event, lang, "email")) lang = "vi";
+    char name[160];
+    snprintf(name, sizeof name, "%s.%s.%s.email.html", name_kind, event, lang);
+    const keng_tpl *t = named_find(s->msg, s->nmsg, name);
+    if (!t) return -ENOENT;
+    return keng_tpl_render(t, data, keng_tplset_partial, (void *)s, out);
 }
 
 int keng_tplset_render_file(const keng_tplset *s, const char *relpath, const cJSON *data,

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <png.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <turbojpeg.h>
@@ -18,6 +19,8 @@
 #ifndef TJFLAG_LIMITSCANS
 #define TJFLAG_LIMITSCANS 0
 #endif
+/* TurboJPEG's message buffer (JMSG_LENGTH_MAX in jpeglib.h, which we do not include). */
+#define JMSG_LENGTH_MAX_KENG 200
 
 enum kind { KIND_NONE, KIND_JPEG, KIND_PNG };
 
@@ -269,6 +272,63 @@ static void cmyk_to_rgb(image *im, int inverted)
     im->ch = 3;
 }
 
+/* libjpeg reports damaged entropy data (a bad Huffman code, a marker in the middle of a scan,
+ * data that ends early) as a warning, fills the rest with grey and carries on; TurboJPEG then
+ * keeps only the first warning's text, and tjGetErrorCode() says "warning" even when a fatal
+ * error ("Unsupported marker type") followed it. So we decode with TJFLAG_STOPONWARNING: the first
+ * warning of any kind ends the decode and the photo is refused (422), on every path alike
+ * (DCT-scaled or not, baseline or progressive, grey, YCbCr, CMYK/YCCK).
+ *
+ * One warning is let through: padding just before the EOI marker (0xD9). Some camera firmwares
+ * fill the end of the last scan with a run of one byte value (0x00 as a rule); libjpeg calls it
+ * "N extraneous bytes before marker 0xd9" (libjpeg-turbo's 64-bit bit buffer reads up to 7 bytes
+ * ahead and swallows a shorter pad silently). When that is the *first* warning, every MCU of every
+ * scan was decoded without complaint and nothing but EOI follows, so the picture is whole and
+ * refusing it would refuse a good phone photo. The same message also comes from damage, though:
+ * a flipped byte can make the decoder slip by a whole MCU and finish early, leaving the last
+ * MCU's real entropy data unread. Real data is not a run of one value, so we look at the skipped
+ * bytes in the file and accept only a uniform pad (eoi_padding_only). Then we decode once more
+ * without stopping (the same path up to EOI; nothing is read after it) and insist the message
+ * is still that one. Extraneous bytes anywhere else are refused: before a restart marker or a
+ * later scan they mean a scan ended early or late (damaged data), and in the headers
+ * tjDecompressHeader3 already refuses them (see jpeg_header).
+ *
+ * What no JPEG decoder can see is a flipped bit that still forms valid Huffman codes: JPEG has no
+ * checksum, so such a photo is accepted with a small garbled block, as by every viewer. */
+static int eoi_padding_only(const unsigned char *d, size_t n, size_t sos, unsigned skipped)
+{
+    if (sos < 2 || sos > n) sos = 2;
+    const unsigned char *e = memmem(d + sos, n - sos, "\xFF\xD9", 2);
+    if (!e) return 0;
+    size_t at = (size_t)(e - d);
+    while (at > sos && d[at - 1] == 0xFF)
+        at--; /* fill bytes before a marker are allowed and not counted */
+    if (skipped == 0 || skipped > at - sos) return 0;
+    for (size_t i = at - skipped; i < at; i++)
+        if (d[i] != d[at - 1]) return 0;
+    return 1;
+}
+
+static int jpeg_decompress_strict(tjhandle tj, const unsigned char *d, size_t n, size_t sos,
+                                  image *out, int pf)
+{
+    unsigned long len = (unsigned long)n;
+    int flags = TJFLAG_LIMITSCANS | TJFLAG_STOPONWARNING;
+    if (tjDecompress2(tj, d, len, out->px, out->w, 0, out->h, pf, flags) == 0) return 0;
+    const char *msg = tjGetErrorStr2(tj);
+    unsigned skipped = 0, marker = 0;
+    if (tjGetErrorCode(tj) != TJERR_WARNING || !msg ||
+        sscanf(msg, "Corrupt JPEG data: %u extraneous bytes before marker 0x%x", &skipped,
+               &marker) != 2 ||
+        marker != 0xD9 || !eoi_padding_only(d, n, sos, skipped))
+        return -EBADMSG;
+    char first[JMSG_LENGTH_MAX_KENG];
+    snprintf(first, sizeof first, "%s", msg);
+    if (tjDecompress2(tj, d, len, out->px, out->w, 0, out->h, pf, TJFLAG_LIMITSCANS) == 0) return 0;
+    msg = tjGetErrorStr2(tj); /* a fatal error after the warning replaces the text */
+    return msg && strcmp(msg, first) == 0 ? 0 : -EBADMSG;
+}
+
 static int decode_jpeg(const unsigned char *d, size_t n, int max_side, image *out, int *ow, int *oh,
                        int *orientation, int *tw, int *th)
 {
@@ -305,14 +365,7 @@ static int decode_jpeg(const unsigned char *d, size_t n, int max_side, image *ou
         rc = -ENOMEM;
         goto done;
     }
-    if (tjDecompress2(tj, d, (unsigned long)n, out->px, out->w, 0, out->h, pf, TJFLAG_LIMITSCANS) !=
-        0) {
-        /* Warnings (e.g. extraneous bytes before a marker) still leave a whole picture; data
-         * that ends early does not, whatever our EOI check found. */
-        const char *msg = tjGetErrorStr2(tj);
-        if (tjGetErrorCode(tj) != TJERR_WARNING || (msg && strstr(msg, "remature end")))
-            rc = -EBADMSG;
-    }
+    rc = jpeg_decompress_strict(tj, d, n, m.sos, out, pf);
     if (rc == 0 && out->ch == 4) cmyk_to_rgb(out, m.adobe);
 done:
     tjDestroy(tj);
@@ -323,6 +376,44 @@ done:
     return rc;
 }
 
+/* PNG's equivalent of a corrupt-data warning. libpng's simplified API fails on a bad critical
+ * chunk, a zlib error or too little image data, but it only warns about (and drops) an ancillary
+ * chunk whose CRC does not match, and it never looks for IEND, so a file cut right after its last
+ * IDAT, or with bytes changed outside IDAT, would pass. Every chunk carries a CRC-32; a valid
+ * encoder always writes it right, so one mismatch anywhere means the bytes were damaged on the way
+ * and the photo is refused, as is a file that ends before IEND (bytes after IEND are ignored, as
+ * after a JPEG's EOI). Content warnings from libpng about well-formed chunks (an odd iCCP or sRGB
+ * profile, common in screenshots from some editors) are harmless and stay accepted. */
+/* The CRC-32 table is built per call (2,048 steps, about a microsecond) rather than kept in a
+ * global, so thumb stays free of state shared between threads. */
+static void png_crc_init(uint32_t table[256])
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        table[i] = c;
+    }
+}
+
+static int png_chunks_intact(const unsigned char *d, size_t n)
+{
+    uint32_t table[256];
+    png_crc_init(table);
+    size_t at = 8; /* after the signature */
+    while (n - at >= 12) {
+        uint32_t len = rd32(d + at, 0);
+        if (len > 0x7FFFFFFFu || len > n - at - 12) return -EBADMSG;
+        uint32_t c = 0xFFFFFFFFu;
+        for (const unsigned char *p = d + at + 4, *e = p + 4 + len; p < e; p++)
+            c = table[(c ^ *p) & 0xFF] ^ (c >> 8);
+        if ((c ^ 0xFFFFFFFFu) != rd32(d + at + 8 + len, 0)) return -EBADMSG;
+        if (memcmp(d + at + 4, "IEND", 4) == 0) return 0;
+        at += 12 + (size_t)len;
+    }
+    return -EBADMSG;
+}
+
 static int decode_png(const unsigned char *d, size_t n, int max_side, image *out, int *ow, int *oh,
                       int *tw, int *th)
 {
@@ -331,6 +422,11 @@ static int decode_png(const unsigned char *d, size_t n, int max_side, image *out
     if (rc == -EBADMSG) return rc;
     *ow = (int)(im.width > INT32_MAX ? INT32_MAX : im.width);
     *oh = (int)(im.height > INT32_MAX ? INT32_MAX : im.height);
+    if (rc) {
+        png_image_free(&im);
+        return rc;
+    }
+    rc = png_chunks_intact(d, n);
     if (rc) {
         png_image_free(&im);
         return rc;

@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -464,4 +465,39 @@ int wait_for(int (*fn)(void *), void *ud, int timeout_ms)
     int v;
     while (!(v = fn(ud)) && now_ms() - t0 < timeout_ms) usleep(50000);
     return v;
+}
+
+int db_integrity_ok(const char *dir, char *why, size_t whylen)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/keng.db", dir);
+    snprintf(why, whylen, "?");
+    sqlite3 *db = NULL;
+    /* Read-write: after kill -9 the WAL must be recovered, as kengd itself would on restart. */
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+        snprintf(why, whylen, "open %s: %s", path, db ? sqlite3_errmsg(db) : "out of memory");
+        sqlite3_close(db);
+        return 0;
+    }
+    sqlite3_stmt *s = NULL;
+    int ok = 0;
+    if (sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &s, NULL) != SQLITE_OK) {
+        snprintf(why, whylen, "integrity_check: %s", sqlite3_errmsg(db));
+    } else {
+        size_t n = 0;
+        why[0] = '\0';
+        int rows = 0, rc;
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+            const char *t = (const char *)sqlite3_column_text(s, 0);
+            rows++;
+            if (n < whylen) n += (size_t)snprintf(why + n, whylen - n, "%s%s", n ? "; " : "", t ? t : "");
+        }
+        if (rc != SQLITE_DONE)
+            snprintf(why, whylen, "integrity_check: %s", sqlite3_errmsg(db));
+        else
+            ok = rows == 1 && strcmp(why, "ok") == 0;
+    }
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return ok;
 }

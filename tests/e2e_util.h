@@ -73,5 +73,8 @@ unsigned char *make_jpeg(int w, int h, size_t *len);
 /* Polls fn(ud) every 50 ms until it returns non-zero or timeout_ms passes; returns its value. */
 int wait_for(int (*fn)(void *), void *ud, int timeout_ms);
 long long now_ms(void);
+/* PRAGMA integrity_check of DIR/keng.db through libsqlite3 (kengd stopped or killed): 1 when
+ * SQLite answers "ok", else 0 with what it answered (or why it could not open) in why. */
+int db_integrity_ok(const char *dir, char *why, size_t whylen);
 
 #endif

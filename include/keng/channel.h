@@ -12,6 +12,9 @@
 /* The placeholder that stands for the recipient's own reply or relay link in a message rendered
  * from templates; keng_channel_text_with_link puts each delivery's link in its place. */
 #define KENG_LINK_PLACEHOLDER "@@KENG_LINK@@"
+/* The src of the first photo in an e-mail's HTML (template data "photo_src"): the e-mail channel
+ * puts the cid: of the inline thumbnail there, or drops the <img> when it cannot read it. */
+#define KENG_PHOTO_PLACEHOLDER "@@KENG_PHOTO@@"
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>

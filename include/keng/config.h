@@ -12,7 +12,8 @@ typedef struct keng_config {
     char *data_dir;    /* var */
     char *groups_dir;  /* groups */
     char *templates_dir; /* templates */
-    char *public_url;  /* http://127.0.0.1:8080 */
+    char *public_url;  /* http://<listen host>:<port>, see keng_config_derive_public_url */
+    int public_url_given; /* set by --public-url, KENG_PUBLIC_URL or the config file */
     char *config_file; /* or NULL */
     int quiet_start_min, quiet_end_min; /* minutes after local midnight; both -1 = off */
     int tz_offset_min; /* +420, Asia/Ho_Chi_Minh */
@@ -45,5 +46,12 @@ int keng_config_load(keng_config *c, int argc, char **argv, char *err, size_t er
 /* "HH:MM-HH:MM" or "off" → minutes; -EINVAL when malformed. */
 int keng_config_parse_quiet(const char *s, int *start_min, int *end_min);
 void keng_config_usage(void);
+/* When no source gave public_url, derives it from the listen address and the port actually bound
+ * (port > 0; else the port of --listen), so that links in messages point where kengd listens:
+ * "127.0.0.1:9090" gives http://127.0.0.1:9090, "[::1]:9090" http://[::1]:9090. A wildcard host
+ * (0.0.0.0, [::]) cannot be reached by that name, so 127.0.0.1 stands in and *wildcard is set:
+ * the caller should warn that --public-url must be set for a real deployment.
+ * Returns 1 when it derived the URL, 0 when public_url was given (left alone), -ENOMEM. */
+int keng_config_derive_public_url(keng_config *c, int port, int *wildcard);
 
 #endif

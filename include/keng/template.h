@@ -82,9 +82,9 @@ size_t keng_tpl_channel_limit(const char *channel);
 typedef struct keng_tplset keng_tplset;
 
 /* Loads and compiles every template under dir (NULL means "templates"), checks that each
- * kind × event × lang default exists, that every partial reference resolves, and renders each
- * message template with the kind's sample data. Returns 0 or -EINVAL/-ENOENT/-ENOMEM with err
- * naming the file and line. */
+ * kind × event × lang default and e-mail HTML exists, that every partial reference resolves,
+ * and renders each message template with the kind's sample data. Returns 0 or
+ * -EINVAL/-ENOENT/-ENOMEM with err naming the file and line. */
 __attribute__((warn_unused_result)) int keng_tplset_load(const char *dir, keng_tplset **out,
                                                          char *err, size_t errlen);
 void keng_tplset_free(keng_tplset *s);
@@ -99,6 +99,16 @@ __attribute__((warn_unused_result)) int keng_tplset_render(const keng_tplset *s,
                                                            const char *name_kind, const char *event,
                                                            const char *lang, const char *channel,
                                                            const cJSON *data, keng_buf *out);
+
+/* Renders the HTML part of an e-mail, msg/<kind>.<event>.<lang>.email.html, with HTML escaping.
+ * The language is the one keng_tplset_render picks for the e-mail's text (lang when it has a
+ * text of its own, else vi), so the two parts of an e-mail always agree. -ENOENT when that
+ * language has no e-mail HTML (vi and en always have one: the load requires them). */
+__attribute__((warn_unused_result)) int keng_tplset_render_html(const keng_tplset *s,
+                                                                const char *name_kind,
+                                                                const char *event,
+                                                                const char *lang,
+                                                                const cJSON *data, keng_buf *out);
 
 /* Renders a page such as "web/reply.html" (".mustache" optional) with HTML escaping. -ENOENT
  * if the set has no such file. */

@@ -12,7 +12,9 @@
  *   -E2BIG        more than KENG_THUMB_MAX_BYTES of input                   (413)
  *   -EMEDIUMTYPE  the bytes are neither JPEG nor PNG (also zero bytes)      (415)
  *   -EBADMSG      a JPEG or PNG, but corrupt or truncated                   (422)
- *   -EFBIG        width*height over KENG_THUMB_MAX_PIXELS (checked before decoding) (422)
+ *                 (any libjpeg warning about the data except end-of-scan padding, a PNG chunk
+ *                 whose CRC is wrong, no EOI / IEND: never a half-grey thumbnail)
+ *   -EFBIG        width*height over KENG_THUMB_MAX_PIXELS (checked before decoding) (413)
  *   -ENOMEM       out of memory                                             (503)
  *   -EIO          the JPEG encoder failed for another reason                (500) */
 #ifndef KENG_THUMB_H

@@ -294,12 +294,26 @@ void keng_cli_alert_summary(const cJSON *a, char *out, size_t len)
     }
 }
 
-static void print_fanout(const char *verb, const cJSON *view)
+/* first: the publication, which chooses the recipients; an update, resolve or cancel only
+ * writes one message to each of those same recipients (kengd counts no groups or recipients for
+ * it), so for those the number of messages is what means something. */
+static void print_fanout(const char *verb, const cJSON *view, int first)
 {
     const cJSON *f = cJSON_GetObjectItemCaseSensitive(view, "fanout");
     printf("%s %s (revision %.0f, %s)\n", verb, keng_cli_str(view, "id"),
            keng_cli_num(view, "revision", 0), keng_cli_str(view, "status"));
     if (!f) return;
+    if (!first) {
+        double n = keng_cli_num(f, "deliveries", 0);
+        if (n > 0)
+            printf("  Lượt gửi / deliveries:       %.0f (tới những người đã nhận thông báo / "
+                   "to the same recipients as the alert)\n",
+                   n);
+        else
+            printf("  Không có tin nào cần gửi: chưa ai nhận thông báo này / nothing to send: no "
+                   "one had received this alert\n");
+        return;
+    }
     printf("  Nhóm / groups:               %.0f\n", keng_cli_num(f, "groups", 0));
     printf("  Người nhận / recipients:     %.0f\n", keng_cli_num(f, "recipients", 0));
     printf("  Lượt gửi / deliveries:       %.0f\n", keng_cli_num(f, "deliveries", 0));
@@ -320,7 +334,7 @@ static int lifecycle(keng_cli *c, const char *id, const char *action, const cJSO
     if (!rc && c->json)
         keng_cli_print_raw(&r);
     else if (!rc)
-        print_fanout(verb, r.json);
+        print_fanout(verb, r.json, strcmp(action, "/publish") == 0);
     keng_cli_reply_free(&r);
     return rc;
 }
@@ -502,7 +516,7 @@ static int cmd_update(keng_cli *c, const keng_cli_args *a)
         if (!rc && c->json)
             keng_cli_print_raw(&r);
         else if (!rc)
-            print_fanout("Đã cập nhật / updated", r.json);
+            print_fanout("Đã cập nhật / updated", r.json, 0);
         keng_cli_reply_free(&r);
     }
     cJSON_Delete(doc);

@@ -422,6 +422,9 @@ TEST_TIMEOUT(cli_alert_lifecycle, 30)
         "Đã thấy ở chợ Hàn lúc 9 giờ");
     ASSERT_STATUS(r, 0);
     ASSERT_STR_CONTAINS(r.out, id);
+    /* an update goes to the alert's recipients: no "recipients: 0" beside its deliveries */
+    ASSERT_STR_CONTAINS(r.out, "to the same recipients as the alert");
+    ASSERT(!strstr(r.out, "recipients:"));
     run_free(&r);
 
     RUN(&c.admin, &r, "--json", "alert", "show", id);
@@ -436,6 +439,8 @@ TEST_TIMEOUT(cli_alert_lifecycle, 30)
     RUN(&c.admin, &r, "alert", "resolve", id, "--resolution", "Đã tìm thấy bà, bình an");
     ASSERT_STATUS(r, 0);
     ASSERT_STR_CONTAINS(r.out, "resolved");
+    ASSERT_STR_CONTAINS(r.out, "to the same recipients as the alert");
+    ASSERT(!strstr(r.out, "recipients:"));
     run_free(&r);
 
     RUN(&c.admin, &r, "alert", "cancel", id, "--reason", "nhầm");

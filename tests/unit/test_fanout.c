@@ -4,6 +4,12 @@
 #include "test_fanout_util.h"
 
 #include "keng/channel.h"
+#include "keng/media.h"
+#include "keng/publish.h"
+
+#include <errno.h>
+#include <openssl/evp.h>
+#include <sys/stat.h>
 
 static const char *PHOTOS = "[\"http://keng.test/t/m1.jpg\",\"http://keng.test/t/m2.jpg\"]";
 
@@ -280,6 +286,56 @@ TEST(fanout_webhook_big_refusal_is_dead_and_big_5xx_retried)
     fo_env_done(&e);
 }
 
+/* Predicate: the deliveries in arg (-1 terminated) are all delivered. */
+static int all_delivered_ids(fo_env *e, void *arg)
+{
+    for (int64_t *id = arg; *id >= 0; id++)
+        if (strcmp(fo_get(e, *id).status, "delivered") != 0) return 0;
+    return 1;
+}
+
+TEST_TIMEOUT(fanout_slow_host_does_not_hold_up_others_nor_burn_attempts, 30)
+{
+    fo_env e;
+    fo_env_init(&e);
+    int slow = fo_peer(&e, "webhook", "--secret", "s3cr3t");
+    int fast = fo_peer(&e, "webhook", "--secret", "s3cr3t");
+    int64_t m = fo_message(&e, "A1", "alert", "webhook", "r", "x", NULL, NULL, NULL);
+    int64_t hang[60], ok[6];
+    for (int i = 0; i < 60; i++) { /* claimed first: lower ids */
+        char rec[16];
+        snprintf(rec, sizeof rec, "hh-%d", i);
+        hang[i] = webhook_row(&e, slow, "/hang", rec, m);
+    }
+    for (int i = 0; i < 5; i++) {
+        char rec[32];
+        snprintf(rec, sizeof rec, "hh-ok-%d", i);
+        ok[i] = webhook_row(&e, fast, "/ok", rec, m);
+    }
+    ok[5] = -1;
+    keng_fanout_config c = base_cfg(&e);
+    c.max_per_host = 4;
+    c.timeout_ms = 2500;
+    fo_run run;
+    /* The healthy receiver's five are delivered while the slow one still holds its four. */
+    ASSERT(fo_run_engine(&e, &c, all_delivered_ids, ok, 2000, &run));
+    for (int i = 0; i < 60; i++)
+        ASSERT_EQ(fo_get(&e, hang[i]).attempts, 0);
+    ASSERT_LE(run.stats.started, 4 + 5); /* never more than 4 at the slow host */
+    /* Given time, each slow attempt is a real timeout at the receiver, not a queue casualty. */
+    ASSERT(fo_run_engine(&e, &c, tried, &hang[0], 8000, &run));
+    int timed_out = 0;
+    for (int i = 0; i < 60; i++) {
+        fo_row r = fo_get(&e, hang[i]);
+        if (r.attempts == 0) continue;
+        ASSERT_STR_CONTAINS(r.last_error, "imed out");
+        timed_out++;
+    }
+    ASSERT_GE(timed_out, 4);
+    ASSERT_LE(timed_out, 8); /* one or two rounds of four, never the sixty at once */
+    fo_env_done(&e);
+}
+
 TEST(fanout_zalo_success_and_error)
 {
     fo_env e;
@@ -444,7 +500,10 @@ TEST(fanout_email_to_smtp_sink)
     ASSERT_STR_EQ(cJSON_GetObjectItem(j, "from")->valuestring, "keng@ward.test");
     ASSERT_STR_EQ(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "rcpt"), 0)->valuestring,
                   "to-7@ward.test");
-    ASSERT_STR_EQ(cJSON_GetObjectItem(j, "content_type")->valuestring, "multipart/mixed");
+    ASSERT_STR_EQ(cJSON_GetObjectItem(j, "content_type")->valuestring, "multipart/alternative");
+    /* No thumbnail in the media store for these URLs: text and HTML only. */
+    ASSERT_STR_EQ(cJSON_GetObjectItem(j, "structure")->valuestring,
+                  "multipart/alternative(text/plain,text/html)");
     ASSERT_STR_EQ(cJSON_GetObjectItem(j, "message_id")->valuestring, "<A1.1.hh-1.email@keng>");
     ASSERT_STR_CONTAINS(cJSON_GetObjectItem(j, "text")->valuestring,
                         "Ông Nguyễn Văn A, 78 tuổi\n\nhttp://keng.test/r/A1-hh-1");
@@ -541,6 +600,15 @@ TEST(fanout_contact_fallback_after_dead)
     char *text = fo_slurp(path);
     ASSERT_EQ(fo_lines(text), 1);
     ASSERT_STR_CONTAINS(text, "\"reply_url\":\"http://keng.test/r/A1-hh-1\"");
+    free(text);
+    /* An officer re-queues the dead ones; they fail the same way. The fallbacks exist already:
+     * no second row under another key, and the household does not get the file line twice. */
+    ASSERT_EQ(keng_outbox_redeliver(e.st, "A1"), 2);
+    ASSERT(fo_run_engine(&e, &c, NULL, NULL, 5000, NULL));
+    ASSERT_EQ(fo_count(&e, "recipient = 'hh-1'"), 3);
+    ASSERT_EQ(fo_count(&e, "status = 'dead'"), 2);
+    text = fo_slurp(path);
+    ASSERT_EQ(fo_lines(text), 1);
     free(text);
     fo_env_done(&e);
 }
@@ -724,6 +792,251 @@ TEST(fanout_email_html_placeholder)
     const char *html = cJSON_GetObjectItem(j, "html")->valuestring;
     ASSERT_STR_CONTAINS(html, "<a href=\"http://keng.test/r/A1-hh-1\">");
     ASSERT(strstr(html, KENG_LINK_PLACEHOLDER) == NULL);
+    cJSON_Delete(j);
+    free(log);
+    fo_env_done(&e);
+}
+
+/* ---- e-mail: HTML from the templates, the thumbnail inline ---- */
+
+static const char THUMB_A[] = "3f9a2c41d7e08b653f9a2c41d7e08b653f9a2c41d7e08b653f9a2c41d7e08b65";
+static const char THUMB_B[] = "5d2e7b90c4a1f3865d2e7b90c4a1f3865d2e7b90c4a1f3865d2e7b90c4a1f386";
+
+/* Bytes standing for a thumbnail: JPEG markers around binary that SMTP must carry unchanged
+ * (CR LF, a line holding one dot, NUL). */
+static void email_fake_jpeg(unsigned char *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = (unsigned char)(i * 7 + (i >> 3));
+    memcpy(out, "\xff\xd8\xff\xe0", 4);
+    memcpy(out + 10, "\r\n.\r\n\0", 6);
+    memcpy(out + n - 2, "\xff\xd9", 2);
+}
+
+/* Puts a thumbnail where kengd keeps them: DATA/media/<id[0:2]>/<id>.thumb.jpg. */
+static void email_store_thumb(fo_env *e, const char *id, const unsigned char *data, size_t len)
+{
+    char dir[128];
+    snprintf(dir, sizeof dir, "%s/media", e->dir);
+    ASSERT(mkdir(dir, 0700) == 0 || errno == EEXIST);
+    ASSERT_EQ(keng_media_write(dir, id, KENG_MEDIA_THUMB_SUFFIX, data, len), 0);
+}
+
+static char *email_b64(const unsigned char *data, size_t len)
+{
+    char *out = malloc(4 * ((len + 2) / 3) + 1);
+    ASSERT_NOT_NULL(out);
+    EVP_EncodeBlock((unsigned char *)out, data, (int)len);
+    return out;
+}
+
+/* A link with '&' in it: the HTML must carry it escaped, the text as is. */
+static int email_amp_link(void *ud, char kind, const char *alert_id, const char *recipient,
+                          keng_buf *out)
+{
+    (void)ud;
+    return keng_buf_printf(out, "http://keng.test/%c/%s?m=%s&t=x", kind, alert_id, recipient);
+}
+
+/* The logged message sent to rcpt, or NULL. */
+static cJSON *email_for(const char *log, const char *rcpt)
+{
+    for (int i = 0; i < fo_lines(log); i++) {
+        cJSON *j = fo_line_json(log, i);
+        cJSON *r = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "rcpt"), 0);
+        if (cJSON_IsString(r) && strcmp(r->valuestring, rcpt) == 0) return j;
+        cJSON_Delete(j);
+    }
+    return NULL;
+}
+
+static const char *email_str(const cJSON *o, const char *key)
+{
+    const char *s = cJSON_GetStringValue(cJSON_GetObjectItem(o, key));
+    if (!s) TEST_FAIL("no string \"%s\" in the logged message", key);
+    return s;
+}
+
+TEST(fanout_email_from_templates_with_inline_thumbnail)
+{
+    fo_env e;
+    fo_env_init(&e);
+    int port = fo_peer(&e, "smtp_sink", NULL, NULL);
+    unsigned char jpeg[3000];
+    email_fake_jpeg(jpeg, sizeof jpeg);
+    email_store_thumb(&e, THUMB_A, jpeg, sizeof jpeg);
+
+    /* Publish renders the e-mail's text, subject and HTML from the shipped templates. */
+    static const unsigned char secret[32] = {7};
+    ASSERT_EQ(keng_publish_init(e.st, secret), 0);
+    keng_config kc;
+    keng_config_init(&kc);
+    kc.quiet_start_min = kc.quiet_end_min = -1;
+    keng_tplset *ts = NULL;
+    char err[512] = "";
+    if (keng_tplset_load("templates", &ts, err, sizeof err)) TEST_FAIL("templates: %s", err);
+    ASSERT_EQ(keng_store_exec(
+                  e.st, "INSERT INTO groups(id, name, kind, created_at, updated_at)"
+                        " VALUES ('to-7', 'Tổ 7', 'to_dan_pho', 0, 0);"
+                        "INSERT INTO members(id, name, lang, contacts, created_at, updated_at)"
+                        " VALUES ('hh-1', 'Hộ 1', 'vi',"
+                        " '[{\"type\":\"email\",\"address\":\"to-9@ward.test\"}]', 0, 0);"
+                        "INSERT INTO memberships(group_id, member_id) VALUES ('to-7', 'hh-1')"),
+              0);
+    char vj[1024];
+    snprintf(vj, sizeof vj,
+             "{\"id\":\"A9\",\"kind\":\"lost_elder\",\"direction\":\"missing\","
+             "\"title\":\"Tìm cụ bà Nguyễn Thị Tám đi lạc\",\"urgency\":\"immediate\","
+             "\"severity\":\"severe\",\"revision\":1,\"person_name\":\"Nguyễn Thị Tám\","
+             "\"age\":78,\"sex\":\"female\",\"last_seen_place\":\"chợ Hòa Cường & cầu <Tiên Sơn>\","
+             "\"photos\":[\"%s\"],\"targets\":{\"all\":true}}",
+             THUMB_A);
+    cJSON *view = cJSON_Parse(vj);
+    ASSERT_NOT_NULL(view);
+    keng_publish_ctx pc = {
+        .st = e.st, .templates = ts, .cfg = &kc, .secret = secret, .now = time(NULL)};
+    keng_publish_stats ps;
+    ASSERT_EQ(keng_publish_alert(&pc, "A9", 1, view, &ps), 0);
+    ASSERT_EQ(ps.deliveries, 1);
+    const char *subject = "🔴 KHẨN – TÌM NGƯỜI ĐI LẠC: Nguyễn Thị Tám, 78 tuổi";
+    sqlite3_stmt *s = keng_store_stmt(e.st, "SELECT subject, html FROM messages WHERE channel ="
+                                            " 'email' AND alert_id = 'A9'");
+    ASSERT_NOT_NULL(s);
+    ASSERT_EQ(sqlite3_step(s), SQLITE_ROW);
+    ASSERT_STR_EQ(keng_store_text(s, 0), subject);
+    ASSERT_STR_CONTAINS(keng_store_text(s, 1), "src=\"" KENG_PHOTO_PLACEHOLDER "\"");
+    ASSERT_STR_CONTAINS(keng_store_text(s, 1), "href=\"" KENG_LINK_PLACEHOLDER "\"");
+    sqlite3_reset(s);
+
+    keng_fanout_config c = base_cfg(&e);
+    char url[64];
+    snprintf(url, sizeof url, "smtp://127.0.0.1:%d", port);
+    c.smtp_url = url;
+    c.smtp_from = "keng@ward.test";
+    c.link_url = email_amp_link;
+    ASSERT(fo_run_engine(&e, &c, NULL, NULL, 8000, NULL));
+    ASSERT_EQ(fo_count(&e, "status = 'delivered'"), 1);
+    char *log = fo_slurp(e.logs[0]);
+    cJSON *j = email_for(log, "to-9@ward.test");
+    ASSERT_NOT_NULL(j);
+    ASSERT_STR_EQ(email_str(j, "structure"),
+                  "multipart/alternative(text/plain,multipart/related(text/html,image/jpeg))");
+    ASSERT_STR_EQ(email_str(j, "subject"), subject);
+    /* The subject is RFC 2047 encoded words, folded into lines of at most 78 characters. */
+    int subject_lines = 0, in_subject = 0;
+    const cJSON *hl;
+    cJSON_ArrayForEach(hl, cJSON_GetObjectItem(j, "header_lines"))
+    {
+        const char *l = hl->valuestring;
+        if (strncmp(l, "Subject:", 8) == 0) {
+            ASSERT_EQ(strncmp(l, "Subject: =?UTF-8?B?", 19), 0);
+            in_subject = 1;
+        } else if (l[0] != ' ') {
+            in_subject = 0;
+        }
+        if (!in_subject) continue;
+        subject_lines++;
+        ASSERT_LE(strlen(l), 78);
+    }
+    ASSERT_GT(subject_lines, 1);
+
+    const cJSON *parts = cJSON_GetObjectItem(j, "parts");
+    ASSERT_EQ(cJSON_GetArraySize(parts), 3);
+    const cJSON *ptext = cJSON_GetArrayItem(parts, 0), *phtml = cJSON_GetArrayItem(parts, 1);
+    const cJSON *pimg = cJSON_GetArrayItem(parts, 2);
+    ASSERT_STR_EQ(email_str(ptext, "type"), "text/plain");
+    ASSERT_STR_EQ(email_str(ptext, "charset"), "utf-8");
+    ASSERT_STR_EQ(email_str(phtml, "type"), "text/html");
+    ASSERT_STR_EQ(email_str(phtml, "charset"), "utf-8");
+    ASSERT_STR_EQ(email_str(pimg, "type"), "image/jpeg");
+    ASSERT_STR_CONTAINS(email_str(pimg, "disposition"), "inline");
+    char cid[128], src[160];
+    snprintf(cid, sizeof cid, "<%s.thumb@keng>", THUMB_A);
+    ASSERT_STR_EQ(email_str(pimg, "cid"), cid);
+    char *want = email_b64(jpeg, sizeof jpeg);
+    ASSERT_STR_EQ(email_str(pimg, "data_b64"), want); /* the very bytes of the file */
+    free(want);
+
+    const char *text = email_str(j, "text");
+    ASSERT_STR_CONTAINS(text, "TÌM NGƯỜI ĐI LẠC: Nguyễn Thị Tám");
+    ASSERT_STR_CONTAINS(text, "http://keng.test/r/A9?m=hh-1&t=x");
+    const char *html = email_str(j, "html");
+    /* The HTML is the template's, escaped, with the link as a link and the photo by cid:. */
+    ASSERT_STR_CONTAINS(html, "nhờ bà con để ý, giúp tìm người đi lạc");
+    ASSERT_STR_CONTAINS(html, "Báo tin, gửi ảnh/clip");
+    ASSERT_STR_CONTAINS(html, "<a href=\"http://keng.test/r/A9?m=hh-1&amp;t=x\"");
+    ASSERT_STR_CONTAINS(html, ">http://keng.test/r/A9?m=hh-1&amp;t=x</a>");
+    ASSERT_STR_CONTAINS(html, "chợ Hòa Cường &amp; cầu &lt;Tiên Sơn&gt;");
+    snprintf(src, sizeof src, "<img src=\"cid:%s.thumb@keng\"", THUMB_A);
+    ASSERT_STR_CONTAINS(html, src);
+    ASSERT(strstr(html, "@@KENG_") == NULL);
+    cJSON_Delete(j);
+    free(log);
+    cJSON_Delete(view);
+    keng_tplset_free(ts);
+    keng_config_free(&kc);
+    fo_env_done(&e);
+}
+
+TEST(fanout_email_thumbnail_missing_or_from_text)
+{
+    fo_env e;
+    fo_env_init(&e);
+    int port = fo_peer(&e, "smtp_sink", NULL, NULL);
+    unsigned char jpeg[700];
+    email_fake_jpeg(jpeg, sizeof jpeg);
+    email_store_thumb(&e, THUMB_B, jpeg, sizeof jpeg); /* THUMB_A's file is missing */
+    char photos[200];
+    snprintf(photos, sizeof photos, "[\"http://keng.test/t/%s.jpg\"]", THUMB_A);
+    int64_t m1 = fo_message(&e, "A1", "alert", "email", "r", "Xem: " KENG_LINK_PLACEHOLDER,
+                            photos, "Tiêu đề", NULL);
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "UPDATE messages SET html = '<html><body><p>Ảnh:</p><p><img alt=\"ảnh\" src=\""
+             KENG_PHOTO_PLACEHOLDER "\" width=\"280\"></p><p><a href=\"" KENG_LINK_PLACEHOLDER
+             "\">Trả lời</a></p></body></html>' WHERE id = %lld",
+             (long long)m1);
+    ASSERT_EQ(keng_store_exec(e.st, sql), 0);
+    fo_delivery(&e, "A1", "hh-1", "email", "{\"type\":\"email\",\"address\":\"a@ward.test\"}",
+                m1, "r");
+    /* No HTML of its own: the page made from the text shows the thumbnail too. */
+    snprintf(photos, sizeof photos, "[\"http://keng.test/t/%s.jpg\"]", THUMB_B);
+    int64_t m2 = fo_message(&e, "A2", "alert", "email", "r", "Ông A & bà <B>", photos, "Tiêu đề",
+                            NULL);
+    fo_delivery(&e, "A2", "hh-2", "email", "{\"type\":\"email\",\"address\":\"b@ward.test\"}",
+                m2, "r");
+    keng_fanout_config c = base_cfg(&e);
+    char url[64];
+    snprintf(url, sizeof url, "smtp://127.0.0.1:%d", port);
+    c.smtp_url = url;
+    c.smtp_from = "keng@ward.test";
+    ASSERT(fo_run_engine(&e, &c, NULL, NULL, 8000, NULL));
+    ASSERT_EQ(fo_count(&e, "status = 'delivered'"), 2);
+    char *log = fo_slurp(e.logs[0]);
+
+    /* The thumbnail cannot be read: sent all the same, without the image and its <img>. */
+    cJSON *j = email_for(log, "a@ward.test");
+    ASSERT_NOT_NULL(j);
+    ASSERT_STR_EQ(email_str(j, "structure"), "multipart/alternative(text/plain,text/html)");
+    const char *html = email_str(j, "html");
+    ASSERT_STR_CONTAINS(html, "<p>Ảnh:</p><p></p><p><a href=\"http://keng.test/r/A1-hh-1\">");
+    ASSERT(strstr(html, "<img") == NULL && strstr(html, "@@KENG_") == NULL);
+    cJSON_Delete(j);
+
+    j = email_for(log, "b@ward.test");
+    ASSERT_NOT_NULL(j);
+    ASSERT_STR_EQ(email_str(j, "structure"),
+                  "multipart/alternative(text/plain,multipart/related(text/html,image/jpeg))");
+    html = email_str(j, "html");
+    ASSERT_STR_CONTAINS(html, "Ông A &amp; bà &lt;B&gt;");
+    ASSERT_STR_CONTAINS(html, "<a href=\"http://keng.test/r/A2-hh-2\">");
+    char src[160];
+    snprintf(src, sizeof src, "<img src=\"cid:%s.thumb@keng\"", THUMB_B);
+    ASSERT_STR_CONTAINS(html, src);
+    const cJSON *img = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "parts"), 2);
+    char *want = email_b64(jpeg, sizeof jpeg);
+    ASSERT_STR_EQ(email_str(img, "data_b64"), want);
+    free(want);
     cJSON_Delete(j);
     free(log);
     fo_env_done(&e);

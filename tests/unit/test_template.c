@@ -670,3 +670,152 @@ TEST(template_set_broken_files_are_reported)
     cJSON_Delete(d);
     keng_tplset_free(s);
 }
+
+/* The pages kengd serves must be there at start-up, like the messages: the link page too. */
+TEST(template_set_web_pages_are_required)
+{
+    char dir[64], path[160], err[512];
+    keng_tplset *s;
+    snprintf(dir, sizeof dir, "/tmp/keng-tpl-web-%d", (int)getpid());
+    static const char *const pages[] = {"link", "reply", "relay"};
+    for (int i = 0; i < 3; i++) {
+        copy_set(dir);
+        snprintf(path, sizeof path, "%s/web/%s.html.mustache", dir, pages[i]);
+        ASSERT_EQ(unlink(path), 0);
+        ASSERT_EQ(keng_tplset_load(dir, &s, err, sizeof err), -EINVAL);
+        ASSERT_NULL(s);
+        snprintf(path, sizeof path, "web/%s.html.mustache: missing", pages[i]);
+        ASSERT_STR_CONTAINS(err, path);
+    }
+    snprintf(path, sizeof path, "rm -rf %s", dir);
+    ASSERT_EQ(system(path), 0);
+
+    /* The shipped link page: both languages, the duty phone, per case. */
+    ASSERT_EQ(keng_tplset_load("templates", &s, err, sizeof err), 0);
+    keng_buf out;
+    keng_buf_init(&out, 0);
+    cJSON *d = cJSON_Parse("{\"ward\":{\"name\":\"Công an phường X\",\"phone\":\"0236 1\"},"
+                           "\"unknown\":true,\"household\":true}");
+    ASSERT_EQ(keng_tplset_render_file(s, "web/link.html", d, &out), 0);
+    ASSERT_STR_CONTAINS(out.data, "Đường dẫn này không còn hiệu lực");
+    ASSERT_STR_CONTAINS(out.data, "This link does not work");
+    ASSERT_STR_CONTAINS(out.data, "href=\"tel:0236 1\"");
+    ASSERT(strncmp(out.data, "<!doctype html>", 15) == 0);
+    cJSON_Delete(d);
+    keng_buf_reset(&out);
+    d = cJSON_Parse("{\"ward\":{\"name\":\"W\",\"phone\":\"1\"},\"ended\":true,\"resolved\":true,"
+                    "\"leader\":true}");
+    ASSERT_EQ(keng_tplset_render_file(s, "web/link.html", d, &out), 0);
+    ASSERT_STR_CONTAINS(out.data, "Vụ việc đã được giải quyết");
+    ASSERT_STR_CONTAINS(out.data, "không cần chuyển tiếp");
+    ASSERT(!strstr(out.data, "Đường dẫn không hợp lệ"));
+    cJSON_Delete(d);
+    keng_buf_free(&out);
+    keng_tplset_free(s);
+}
+
+/* ---- e-mail HTML: msg/<kind>.<event>.<lang>.email.html ---- */
+
+TEST(template_set_email_html_is_required_and_checked)
+{
+    char dir[64], path[160], err[512];
+    keng_tplset *s;
+    snprintf(dir, sizeof dir, "/tmp/keng-tpl-html-%d", (int)getpid());
+
+    copy_set(dir);
+    snprintf(path, sizeof path, "%s/msg/scam_pattern.resolve.en.email.html.mustache", dir);
+    ASSERT_EQ(unlink(path), 0);
+    ASSERT_EQ(keng_tplset_load(dir, &s, err, sizeof err), -EINVAL);
+    ASSERT_NULL(s);
+    ASSERT_STR_CONTAINS(err, "msg/scam_pattern.resolve.en.email.html.mustache: missing");
+
+    /* Only e-mail has an HTML part: another five-part name is a typo. */
+    copy_set(dir);
+    snprintf(path, sizeof path, "%s/msg/other.alert.vi.sms.html.mustache", dir);
+    write_file(path, "<p>x</p>\n");
+    ASSERT_EQ(keng_tplset_load(dir, &s, err, sizeof err), -EINVAL);
+    ASSERT_STR_CONTAINS(err, "other.alert.vi.sms.html.mustache: name must be");
+
+    copy_set(dir);
+    snprintf(path, sizeof path, "%s/msg/other.alert.vi.email.html.mustache", dir);
+    write_file(path, "<p>\n{{#alert}}\n</p>\n");
+    ASSERT_EQ(keng_tplset_load(dir, &s, err, sizeof err), -EINVAL);
+    ASSERT_STR_CONTAINS(err, "other.alert.vi.email.html.mustache: line 2: section 'alert'");
+
+    copy_set(dir);
+    snprintf(path, sizeof path, "%s/msg/other.update.en.email.html.mustache", dir);
+    write_file(path, "x\n{{> email_nope}}\n");
+    ASSERT_EQ(keng_tplset_load(dir, &s, err, sizeof err), -EINVAL);
+    ASSERT_STR_CONTAINS(err, "other.update.en.email.html.mustache: line 2: partial 'email_nope'");
+
+    /* A language with a text of its own but no e-mail HTML: no HTML (the channel makes one from
+     * the text), never the Vietnamese HTML under a French text. */
+    copy_set(dir);
+    snprintf(path, sizeof path, "%s/msg/other.alert.fr.mustache", dir);
+    write_file(path, "Avis: {{alert.title}}\n");
+    ASSERT_EQ(keng_tplset_load(dir, &s, err, sizeof err), 0);
+    snprintf(path, sizeof path, "rm -rf %s", dir);
+    ASSERT_EQ(system(path), 0);
+    keng_buf out;
+    keng_buf_init(&out, 0);
+    const cJSON *d = keng_tplset_sample(s, "other");
+    ASSERT_EQ(keng_tplset_render_html(s, "other", "alert", "fr", d, &out), -ENOENT);
+    ASSERT_EQ(keng_tplset_render_html(s, "other", "alert", "de", d, &out), 0);
+    ASSERT_STR_CONTAINS(out.data, "<html lang=\"vi\">");
+    keng_buf_free(&out);
+    keng_tplset_free(s);
+}
+
+TEST(template_set_email_html_renders)
+{
+    keng_tplset *s = load_set();
+    static const char *kinds[] = {"lost_elder", "lost_elder_found", "suspicious_vehicle",
+                                  "scam_pattern", "other"};
+    static const char *events[] = {"alert", "update", "resolve", "cancel"};
+    static const char *langs[] = {"vi", "en"};
+    keng_buf out;
+    keng_buf_init(&out, 0);
+    for (size_t k = 0; k < 5; k++)
+        for (size_t e = 0; e < 4; e++)
+            for (size_t l = 0; l < 2; l++) {
+                /* As publish renders it: placeholders for the link and the photo. */
+                cJSON *d = cJSON_Duplicate(keng_tplset_sample(s, kinds[k]), 1);
+                ASSERT_NOT_NULL(d);
+                cJSON_ReplaceItemInObject(d, "event", cJSON_CreateString(events[e]));
+                cJSON_ReplaceItemInObject(d, "reply_url", cJSON_CreateString("@@KENG_LINK@@"));
+                cJSON_AddStringToObject(d, "photo_src", "@@KENG_PHOTO@@");
+                keng_buf_reset(&out);
+                ASSERT_EQ(keng_tplset_render_html(s, kinds[k], events[e], langs[l], d, &out), 0);
+                cJSON_Delete(d);
+                const char *h = out.data;
+                ASSERT_EQ(strncmp(h, "<!doctype html>\n", 16), 0);
+                ASSERT_STR_CONTAINS(h, l ? "<html lang=\"en\">" : "<html lang=\"vi\">");
+                ASSERT_STR_CONTAINS(h, "Công an phường Hòa Cường Bắc");
+                ASSERT_STR_CONTAINS(h, "0236 3621 113");
+                ASSERT_STR_CONTAINS(h, "</body>\n</html>\n");
+                ASSERT(!strstr(h, "{{") && !strstr(h, "}}"));
+                if (e < 2) {
+                    /* The reply link as a button, and the photo shown inline. */
+                    ASSERT_STR_CONTAINS(h, "<a href=\"@@KENG_LINK@@\"");
+                    ASSERT_STR_CONTAINS(h, "<img src=\"@@KENG_PHOTO@@\"");
+                } else {
+                    /* A resolution or a cancellation shows nobody's face any more. */
+                    ASSERT(!strstr(h, "<img") && !strstr(h, "@@KENG_PHOTO@@"));
+                }
+            }
+    /* Values are HTML-escaped; the wording is the ward's. */
+    cJSON *d = cJSON_Duplicate(keng_tplset_sample(s, "lost_elder"), 1);
+    cJSON *a = cJSON_GetObjectItem(d, "alert");
+    cJSON_ReplaceItemInObject(a, "person_name", cJSON_CreateString("Bà \"Tám\" & <cháu>"));
+    keng_buf_reset(&out);
+    ASSERT_EQ(keng_tplset_render_html(s, "lost_elder", "alert", "vi", d, &out), 0);
+    ASSERT_STR_CONTAINS(out.data, "<b>Bà &quot;Tám&quot; &amp; &lt;cháu&gt;</b>");
+    ASSERT_STR_CONTAINS(out.data, "nhờ bà con để ý, giúp tìm người đi lạc");
+    ASSERT_STR_CONTAINS(out.data, "Báo tin, gửi ảnh/clip, hoặc bấm “Không thấy gì”");
+    keng_buf_reset(&out);
+    ASSERT_EQ(keng_tplset_render_html(s, "lost_elder", "resolve", "vi", d, &out), 0);
+    ASSERT_STR_CONTAINS(out.data, "xin đừng chia sẻ tiếp ảnh và thông tin cá nhân của cụ");
+    cJSON_Delete(d);
+    keng_buf_free(&out);
+    keng_tplset_free(s);
+}

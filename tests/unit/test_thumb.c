@@ -740,6 +740,324 @@ TEST(thumb_strerror)
     ASSERT_STR_CONTAINS(keng_thumb_strerror(-12345), "unexpected");
 }
 
+/* ---- damaged data: corrupt or truncated -> 422, never a half-grey thumbnail ------------- */
+
+static uint32_t xorshift(uint32_t *s)
+{
+    *s ^= *s << 13, *s ^= *s >> 17, *s ^= *s << 5;
+    return *s;
+}
+
+/* A phone-sized photo in each colour model and coding the decoder has a path for. */
+enum { SRC_BASELINE, SRC_PROGRESSIVE, SRC_GREY, SRC_CMYK, SRC_COUNT };
+static const char *const src_name[SRC_COUNT] = {"baseline", "progressive", "greyscale", "cmyk"};
+
+static bytes damage_source(int kind, int w, int h)
+{
+    unsigned char *px = photo(w, h);
+    bytes j;
+    if (kind == SRC_BASELINE) {
+        j = jpeg_encode(px, w, h, TJPF_RGB, TJSAMP_420, 90, 0);
+    } else if (kind == SRC_PROGRESSIVE) {
+        j = jpeg_encode(px, w, h, TJPF_RGB, TJSAMP_420, 90, TJFLAG_PROGRESSIVE);
+    } else if (kind == SRC_GREY) {
+        unsigned char *g = malloc((size_t)w * h);
+        ASSERT_NOT_NULL(g);
+        for (size_t i = 0; i < (size_t)w * h; i++)
+            g[i] = px[3 * i];
+        j = jpeg_encode(g, w, h, TJPF_GRAY, TJSAMP_GRAY, 90, 0);
+        free(g);
+    } else {
+        unsigned char *c = malloc((size_t)w * h * 4);
+        ASSERT_NOT_NULL(c);
+        for (size_t i = 0; i < (size_t)w * h; i++) {
+            memcpy(c + 4 * i, px + 3 * i, 3);
+            c[4 * i + 3] = (unsigned char)(255 - px[3 * i + 1] / 4);
+        }
+        j = jpeg_encode(c, w, h, TJPF_CMYK, TJSAMP_444, 90, 0);
+        free(c);
+    }
+    free(px);
+    return j;
+}
+
+/* Offset just past the first SOS header: where the entropy-coded data starts. */
+static size_t entropy_start(bytes j)
+{
+    for (size_t i = 2; i + 4 < j.n; i++)
+        if (j.p[i] == 0xFF && j.p[i + 1] == 0xDA) return i + 2 + ((size_t)j.p[i + 2] << 8 | j.p[i + 3]);
+    TEST_FAIL("no SOS");
+}
+
+/* Both the DCT-scaled path (320: decoded at 3/8) and the full-size one (2048: decoded at 1/1). */
+static void expect_refused(bytes j, const char *what)
+{
+    static const int sides[2] = {320, 2048};
+    for (int s = 0; s < 2; s++) {
+        unsigned char *out = (unsigned char *)1;
+        size_t n = 1;
+        int rc = keng_thumb_make(j.p, j.n, sides[s], 80, &out, &n, NULL);
+        if (rc != -EBADMSG) {
+            if (rc == 0) free(out);
+            TEST_FAIL("%s, side %d: rc %d, want -EBADMSG (%d)", what, sides[s], rc, -EBADMSG);
+        }
+        ASSERT_NULL(out);
+        ASSERT_EQ(n, 0);
+    }
+}
+
+/* The review's case: a good 1200x900 photo with 20 KB in the middle overwritten by random bytes
+ * got a half-grey thumbnail (djpeg: "Unsupported marker type"). Several seeds and positions, in
+ * every decode path. */
+TEST_TIMEOUT(thumb_jpeg_mid_file_garbage_refused, 60)
+{
+    for (int k = 0; k < SRC_COUNT; k++) {
+        bytes good = damage_source(k, 1200, 900);
+        size_t start = entropy_start(good), span = 20000;
+        ASSERT_GT(good.n, start + span + 1000);
+        bytes j = {malloc(good.n), good.n};
+        ASSERT_NOT_NULL(j.p);
+        for (uint32_t seed = 1; seed <= 5; seed++) {
+            memcpy(j.p, good.p, good.n);
+            uint32_t s = seed * 2654435761u;
+            size_t at = start + (good.n - start - span - 2) * seed / 6;
+            for (size_t i = 0; i < span; i++)
+                j.p[at + i] = (unsigned char)xorshift(&s);
+            char what[96];
+            snprintf(what, sizeof what, "%s, 20 KB of garbage at %zu of %zu", src_name[k], at,
+                     good.n);
+            expect_refused(j, what);
+        }
+        free(j.p);
+        free(good.p);
+    }
+}
+
+/* A byte turned into 0xFF mid-scan makes a marker where none belongs (0xD3: a restart marker in
+ * a photo without restarts, 0x37: no marker at all, 0xD9: an early EOI). */
+TEST_TIMEOUT(thumb_jpeg_marker_in_entropy_data_refused, 60)
+{
+    static const unsigned char codes[3] = {0xD3, 0x37, 0xD9};
+    for (int k = 0; k < SRC_COUNT; k++) {
+        bytes good = damage_source(k, 1200, 900);
+        size_t start = entropy_start(good);
+        for (int c = 0; c < 3; c++)
+            for (int q = 1; q <= 3; q++) {
+                size_t at = start + (good.n - start) * (size_t)q / 4;
+                unsigned char keep[2] = {good.p[at], good.p[at + 1]};
+                good.p[at] = 0xFF, good.p[at + 1] = codes[c];
+                char what[96];
+                snprintf(what, sizeof what, "%s, FF %02X at %zu of %zu", src_name[k], codes[c], at,
+                         good.n);
+                expect_refused(good, what);
+                good.p[at] = keep[0], good.p[at + 1] = keep[1];
+            }
+        free(good.p);
+    }
+}
+
+/* Runs of flipped bytes in the entropy data. (A single flipped bit that still spells valid
+ * Huffman codes is invisible to every JPEG decoder: the format has no checksum.) */
+TEST_TIMEOUT(thumb_jpeg_flipped_entropy_bytes_refused, 60)
+{
+    for (int k = 0; k < SRC_COUNT; k++) {
+        bytes good = damage_source(k, 1200, 900);
+        size_t start = entropy_start(good), span = 512;
+        for (int q = 1; q <= 4; q++) {
+            size_t at = start + (good.n - start - span - 2) * (size_t)q / 5;
+            for (size_t i = 0; i < span; i++)
+                good.p[at + i] ^= 0x5A;
+            char what[96];
+            snprintf(what, sizeof what, "%s, %zu bytes flipped at %zu of %zu", src_name[k], span,
+                     at, good.n);
+            expect_refused(good, what);
+            for (size_t i = 0; i < span; i++)
+                good.p[at + i] ^= 0x5A;
+        }
+        free(good.p);
+    }
+}
+
+/* One flipped byte can make the decoder slip by a whole MCU and finish the scan early; libjpeg
+ * then reports the last MCU's unread data as "extraneous bytes before marker 0xd9", the same
+ * words it uses for a camera's harmless end-of-scan padding. Find such flips with TurboJPEG
+ * itself, then check thumb tells them apart from padding. */
+TEST_TIMEOUT(thumb_jpeg_slipped_mcu_refused, 60)
+{
+    bytes good = damage_source(SRC_BASELINE, 1200, 900);
+    size_t start = entropy_start(good);
+    tjhandle tj = tjInitDecompress();
+    ASSERT_NOT_NULL(tj);
+    unsigned char *px = malloc(150 * 113 * 3);
+    ASSERT_NOT_NULL(px);
+    int found = 0;
+    uint32_t s = 7;
+    for (int t = 0; t < 400 && found < 3; t++) {
+        size_t at = start + 16 + xorshift(&s) % (good.n - start - 64);
+        unsigned char keep = good.p[at];
+        good.p[at] ^= 0x5A;
+        if (tjDecompress2(tj, good.p, good.n, px, 150, 0, 113, TJPF_RGB, TJFLAG_STOPONWARNING) &&
+            strstr(tjGetErrorStr2(tj), "extraneous bytes before marker 0xd9")) {
+            char what[96];
+            snprintf(what, sizeof what, "flip at %zu: %s", at, tjGetErrorStr2(tj));
+            expect_refused(good, what);
+            found++;
+        }
+        good.p[at] = keep;
+    }
+    ASSERT_GT(found, 0);
+    tjDestroy(tj);
+    free(px);
+    free(good.p);
+}
+
+/* Some camera firmwares pad the last scan with zero bytes before EOI; every pixel is there and
+ * the photo must be accepted, with the same thumbnail as without the padding, in every path. */
+TEST_TIMEOUT(thumb_jpeg_padding_before_eoi_accepted, 60)
+{
+    static const size_t pads[3] = {3, 16, 300};
+    for (int k = 0; k < SRC_COUNT; k++) {
+        bytes good = damage_source(k, 1200, 900);
+        ASSERT(good.p[good.n - 2] == 0xFF && good.p[good.n - 1] == 0xD9);
+        unsigned char *want;
+        size_t nwant;
+        ASSERT_EQ(keng_thumb_make(good.p, good.n, 320, 80, &want, &nwant, NULL), 0);
+        for (int i = 0; i < 3; i++) {
+            bytes j = {malloc(good.n + pads[i]), good.n + pads[i]};
+            ASSERT_NOT_NULL(j.p);
+            memcpy(j.p, good.p, good.n - 2);
+            memset(j.p + good.n - 2, 0, pads[i]);
+            memcpy(j.p + j.n - 2, "\xFF\xD9", 2);
+            unsigned char *out;
+            size_t n;
+            int rc = keng_thumb_make(j.p, j.n, 320, 80, &out, &n, NULL);
+            if (rc != 0) TEST_FAIL("%s, %zu zero bytes before EOI: rc %d", src_name[k], pads[i], rc);
+            ASSERT_EQ(n, nwant);
+            ASSERT_EQ(memcmp(out, want, n), 0);
+            free(out);
+            free(j.p);
+        }
+        free(want);
+        free(good.p);
+    }
+}
+
+/* PNG: every chunk has a CRC. Walks the chunks of p and returns the offset of the first one of
+ * the given type (or p.n). */
+static size_t png_find(bytes p, const char *type)
+{
+    size_t at = 8;
+    while (at + 12 <= p.n) {
+        size_t len = (size_t)p.p[at] << 24 | (size_t)p.p[at + 1] << 16 | (size_t)p.p[at + 2] << 8 |
+                     p.p[at + 3];
+        if (memcmp(p.p + at + 4, type, 4) == 0) return at;
+        at += 12 + len;
+    }
+    return p.n;
+}
+
+static void png_put_crc(unsigned char *chunk, size_t len)
+{
+    uint32_t c = crc32_png(chunk + 4, 4 + len);
+    unsigned char *q = chunk + 8 + len;
+    q[0] = (unsigned char)(c >> 24), q[1] = (unsigned char)(c >> 16);
+    q[2] = (unsigned char)(c >> 8), q[3] = (unsigned char)c;
+}
+
+/* A noisy screenshot-sized PNG: several IDAT chunks. */
+static bytes noisy_png(int w, int h)
+{
+    unsigned char *px = photo(w, h);
+    bytes p = png_encode(px, w, h, PNG_FORMAT_RGB);
+    free(px);
+    return p;
+}
+
+static void expect_png_refused(bytes p, const char *what)
+{
+    unsigned char *out = (unsigned char *)1;
+    size_t n = 1;
+    int rc = keng_thumb_make(p.p, p.n, 320, 80, &out, &n, NULL);
+    if (rc != -EBADMSG) {
+        if (rc == 0) free(out);
+        TEST_FAIL("%s: rc %d, want -EBADMSG (%d)", what, rc, -EBADMSG);
+    }
+    ASSERT_NULL(out);
+}
+
+TEST(thumb_png_mid_file_garbage_refused)
+{
+    bytes good = noisy_png(600, 400);
+    size_t span = 4000;
+    bytes p = {malloc(good.n), good.n};
+    ASSERT_NOT_NULL(p.p);
+    for (uint32_t seed = 1; seed <= 5; seed++) {
+        memcpy(p.p, good.p, good.n);
+        uint32_t s = seed * 40503u;
+        size_t at = 100 + (good.n - span - 200) * seed / 6;
+        for (size_t i = 0; i < span; i++)
+            p.p[at + i] = (unsigned char)xorshift(&s);
+        char what[64];
+        snprintf(what, sizeof what, "4 KB of garbage at %zu of %zu", at, good.n);
+        expect_png_refused(p, what);
+    }
+    free(p.p);
+    free(good.p);
+}
+
+/* A CRC mismatch anywhere means the bytes changed on the way, even in a chunk libpng would only
+ * warn about and drop; a valid encoder never writes one. */
+TEST(thumb_png_crc_error_refused)
+{
+    bytes good = noisy_png(300, 200);
+    size_t idat = png_find(good, "IDAT");
+    ASSERT_LT(idat, good.n);
+    /* A tEXt chunk before the first IDAT: accepted with a right CRC, refused with a wrong one. */
+    static const unsigned char text[] = "Software\0keng test";
+    size_t tlen = sizeof text - 1, add = 12 + tlen;
+    bytes p = {malloc(good.n + add), good.n + add};
+    ASSERT_NOT_NULL(p.p);
+    memcpy(p.p, good.p, idat);
+    unsigned char *c = p.p + idat;
+    c[0] = c[1] = c[2] = 0, c[3] = (unsigned char)tlen;
+    memcpy(c + 4, "tEXt", 4);
+    memcpy(c + 8, text, tlen);
+    png_put_crc(c, tlen);
+    memcpy(p.p + idat + add, good.p + idat, good.n - idat);
+    unsigned char *out;
+    size_t n;
+    ASSERT_EQ(keng_thumb_make(p.p, p.n, 320, 80, &out, &n, NULL), 0);
+    free(out);
+    c[8] ^= 0x20; /* "software": the text changed, its CRC did not */
+    expect_png_refused(p, "tEXt with a bad CRC");
+    c[8] ^= 0x20;
+    p.p[p.n - 1] ^= 0x01; /* IEND's CRC */
+    expect_png_refused(p, "IEND with a bad CRC");
+    free(p.p);
+    free(good.p);
+}
+
+/* Truncated at a chunk boundary, every CRC right: the end of the image data (libpng refuses that
+ * itself) or only the IEND chunk is missing. */
+TEST(thumb_png_truncated_idat_refused)
+{
+    bytes good = noisy_png(300, 200);
+    size_t idat = png_find(good, "IDAT"), iend = png_find(good, "IEND");
+    ASSERT_LT(iend, good.n);
+    size_t first_len = (size_t)good.p[idat + 2] << 8 | good.p[idat + 3];
+    size_t after_first = idat + 12 + first_len;
+    ASSERT_LT(after_first, iend); /* several IDAT chunks */
+    bytes p = {malloc(after_first + 12), after_first + 12};
+    ASSERT_NOT_NULL(p.p);
+    memcpy(p.p, good.p, after_first);
+    memcpy(p.p + after_first, good.p + iend, 12);
+    expect_png_refused(p, "only the first IDAT, then IEND");
+    bytes cut = {good.p, iend};
+    expect_png_refused(cut, "every IDAT, no IEND");
+    free(p.p);
+    free(good.p);
+}
+
 /* ---- threads ---------------------------------------------------------------------------- */
 
 struct worker {
