@@ -292,6 +292,7 @@ void keng_api_http_config(keng_app *app, keng_http_config *hc)
     hc->limits.header_timeout_ms = app->cfg->header_timeout_ms;
     hc->limits.body_timeout_ms = app->cfg->body_timeout_ms;
     hc->limits.idle_timeout_ms = app->cfg->idle_timeout_ms;
+    hc->limits.send_timeout_ms = app->cfg->send_timeout_ms;
     hc->on_headers = on_headers;
     hc->on_request = on_request;
     hc->ud = app;

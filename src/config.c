@@ -34,6 +34,7 @@ void keng_config_init(keng_config *c)
     c->header_timeout_ms = 10000;
     c->body_timeout_ms = 30000;
     c->idle_timeout_ms = 300000;
+    c->send_timeout_ms = 30000;
     c->shutdown_grace_ms = 10000;
     c->access_log = 1;
     c->footage_max_hours = 12;
@@ -45,6 +46,7 @@ void keng_config_init(keng_config *c)
     c->fanout_max_inflight = 256;
     c->fanout_max_per_host = 64;
     c->fanout_timeout_ms = 15000;
+    c->fanout_max_response = 64 * 1024;
     c->fanout_max_attempts = 8;
     c->fanout_backoff_base_ms = 2000;
 }
@@ -101,6 +103,7 @@ static const struct opt opts[] = {
     {"header-timeout-ms", "limits.header_timeout_ms", OPT_INT, O(header_timeout_ms)},
     {"body-timeout-ms", "limits.body_timeout_ms", OPT_INT, O(body_timeout_ms)},
     {"idle-timeout-ms", "limits.idle_timeout_ms", OPT_INT, O(idle_timeout_ms)},
+    {"send-timeout-ms", "limits.send_timeout_ms", OPT_INT, O(send_timeout_ms)},
     {"shutdown-grace-ms", "limits.shutdown_grace_ms", OPT_INT, O(shutdown_grace_ms)},
     {"access-log", "access_log", OPT_BOOL, O(access_log)},
     {"footage-max-hours", "alerts.footage_max_hours", OPT_INT, O(footage_max_hours)},
@@ -120,6 +123,7 @@ static const struct opt opts[] = {
     {"fanout-max-inflight", "fanout.max_inflight", OPT_INT, O(fanout_max_inflight)},
     {"fanout-max-per-host", "fanout.max_per_host", OPT_INT, O(fanout_max_per_host)},
     {"fanout-timeout-ms", "fanout.timeout_ms", OPT_INT, O(fanout_timeout_ms)},
+    {"fanout-max-response", "fanout.max_response", OPT_INT, O(fanout_max_response)},
     {"fanout-max-attempts", "fanout.max_attempts", OPT_INT, O(fanout_max_attempts)},
     {"fanout-backoff-base-ms", "fanout.backoff_base_ms", OPT_INT, O(fanout_backoff_base_ms)},
 };

@@ -23,7 +23,7 @@ typedef struct keng_config {
     size_t max_image_bytes; /* 25 MiB */
     size_t max_csv_body;    /* 8 MiB */
     int max_connections;
-    int header_timeout_ms, body_timeout_ms, idle_timeout_ms;
+    int header_timeout_ms, body_timeout_ms, idle_timeout_ms, send_timeout_ms;
     int shutdown_grace_ms; /* 10000 */
     int access_log;
     /* alerts */
@@ -35,6 +35,7 @@ typedef struct keng_config {
     char *telegram_base_url, *telegram_bot_token;
     char *smtp_url, *smtp_from, *smtp_user, *smtp_password;
     int fanout_max_inflight, fanout_max_per_host, fanout_timeout_ms, fanout_max_attempts;
+    int fanout_max_response; /* bytes of a receiver's answer kept (the rest is cut) */
     int fanout_backoff_base_ms;
 } keng_config;
 
