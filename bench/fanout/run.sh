@@ -18,7 +18,7 @@ CFLAGS="-std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror"
 cd "$ROOT"
 cc $CFLAGS -Iinclude $(pkg-config --cflags $PKGS) bench/fanout/engine.c src/fanout.c src/outbox.c \
     src/channel_webhook.c src/channel_zalo.c src/channel_telegram.c src/channel_email.c \
-    src/channel_file.c src/store.c src/ckpt.c src/buf.c src/log.c src/auth.c \
+    src/channel_file.c src/store.c src/ckpt.c src/media.c src/buf.c src/log.c src/auth.c \
     -o "$TMP/engine" $(pkg-config --libs $PKGS)
 cc $CFLAGS $(pkg-config --cflags libuv libcurl) bench/fanout/bare.c -o "$TMP/bare" \
     $(pkg-config --libs libuv libcurl)
