@@ -28,6 +28,20 @@ static void alert_row_free(alert_row *a)
     a->doc = NULL;
 }
 
+/* A row of "SELECT id, status, revision, doc, created_at, coalesce(published_at, 0),
+ * updated_at …" (the columns in that order first); a->doc NULL when it does not parse. */
+static void alert_row_read(sqlite3_stmt *s, alert_row *a)
+{
+    memset(a, 0, sizeof *a);
+    snprintf(a->id, sizeof a->id, "%s", keng_store_text(s, 0));
+    snprintf(a->status, sizeof a->status, "%s", keng_store_text(s, 1));
+    a->revision = sqlite3_column_int(s, 2);
+    a->doc = cJSON_Parse(keng_store_text(s, 3));
+    a->created_at = sqlite3_column_int64(s, 4);
+    a->published_at = sqlite3_column_int64(s, 5);
+    a->updated_at = sqlite3_column_int64(s, 6);
+}
+
 static int alert_load(keng_store *st, const char *id, alert_row *a)
 {
     memset(a, 0, sizeof *a);
@@ -38,13 +52,7 @@ static int alert_load(keng_store *st, const char *id, alert_row *a)
     sqlite3_bind_text(s, 1, id, -1, SQLITE_TRANSIENT);
     int rc = -ENOENT;
     if (sqlite3_step(s) == SQLITE_ROW) {
-        snprintf(a->id, sizeof a->id, "%s", keng_store_text(s, 0));
-        snprintf(a->status, sizeof a->status, "%s", keng_store_text(s, 1));
-        a->revision = sqlite3_column_int(s, 2);
-        a->doc = cJSON_Parse(keng_store_text(s, 3));
-        a->created_at = sqlite3_column_int64(s, 4);
-        a->published_at = sqlite3_column_int64(s, 5);
-        a->updated_at = sqlite3_column_int64(s, 6);
+        alert_row_read(s, a);
         rc = a->doc ? 0 : -EILSEQ;
     }
     sqlite3_reset(s);
@@ -266,14 +274,7 @@ void keng_api_alerts_list(keng_call *c)
         sqlite3_bind_int(s, 5, offset);
         while (sqlite3_step(s) == SQLITE_ROW) {
             alert_row a;
-            memset(&a, 0, sizeof a);
-            snprintf(a.id, sizeof a.id, "%s", keng_store_text(s, 0));
-            snprintf(a.status, sizeof a.status, "%s", keng_store_text(s, 1));
-            a.revision = sqlite3_column_int(s, 2);
-            a.doc = cJSON_Parse(keng_store_text(s, 3));
-            a.created_at = sqlite3_column_int64(s, 4);
-            a.published_at = sqlite3_column_int64(s, 5);
-            a.updated_at = sqlite3_column_int64(s, 6);
+            alert_row_read(s, &a);
             if (a.doc) cJSON_AddItemToArray(items, alert_view(&a));
             alert_row_free(&a);
         }
@@ -340,14 +341,7 @@ void keng_api_lookup(keng_call *c)
         int hit[3] = {sqlite3_column_int(s, 7), sqlite3_column_int(s, 8), sqlite3_column_int(s, 9)};
         if (!hit[0] && !hit[1] && !hit[2]) continue;
         alert_row a;
-        memset(&a, 0, sizeof a);
-        snprintf(a.id, sizeof a.id, "%s", keng_store_text(s, 0));
-        snprintf(a.status, sizeof a.status, "%s", keng_store_text(s, 1));
-        a.revision = sqlite3_column_int(s, 2);
-        a.doc = cJSON_Parse(keng_store_text(s, 3));
-        a.created_at = sqlite3_column_int64(s, 4);
-        a.published_at = sqlite3_column_int64(s, 5);
-        a.updated_at = sqlite3_column_int64(s, 6);
+        alert_row_read(s, &a);
         cJSON *v = a.doc ? alert_view(&a) : NULL;
         alert_row_free(&a);
         if (!v) continue;
@@ -757,24 +751,8 @@ void keng_api_alerts_deliveries(keng_call *c)
     alert_row_free(&a);
     char status[32];
     const char *sf = keng_http_query_param(c->req, "status", status, sizeof status) == 0 ? status : NULL;
-    cJSON *counts = NULL, *items = NULL;
-    int total = 0;
-    int rc = keng_outbox_counts(c->app->store, c->m.params[0], &counts);
-    if (!rc) rc = keng_outbox_list(c->app->store, c->m.params[0], sf, limit, offset, &items, &total);
-    if (rc) {
-        cJSON_Delete(counts);
-        cJSON_Delete(items);
-        keng_http_respond_error(c->req, 500, "internal", "the deliveries could not be read");
-        return;
-    }
-    cJSON *out = cJSON_CreateObject();
-    cJSON_AddItemToObject(out, "counts", counts);
-    cJSON_AddItemToObject(out, "reach", keng_api_alert_reach(c->app, c->m.params[0]));
-    cJSON_AddItemToObject(out, "items", items);
-    cJSON_AddNumberToObject(out, "total", total);
-    cJSON_AddNumberToObject(out, "limit", limit);
-    cJSON_AddNumberToObject(out, "offset", offset);
-    keng_http_respond_json(c->req, 200, out);
+    /* Counts and reach from memory, the page in steps: api_live.c. */
+    keng_api_deliveries_page(c, sf, limit, offset);
 }
 
 void keng_api_alerts_redeliver(keng_call *c)

@@ -8,8 +8,6 @@
 #include <errno.h>
 #include <string.h>
 
-void keng_api_alert_changed(keng_app *app, const char *alert_id);
-
 static int link_url(void *ud, char kind, const char *alert_id, const char *recipient,
                     keng_buf *out)
 {
@@ -21,7 +19,17 @@ static int link_url(void *ud, char kind, const char *alert_id, const char *recip
 
 static void on_change(void *ud, const char *alert_id)
 {
-    keng_api_alert_changed(ud, alert_id);
+    keng_api_alert_progress(ud, alert_id);
+}
+
+static void on_rows(void *ud, const keng_fanout_change *rows, int n)
+{
+    keng_api_delivery_rows(ud, rows, n);
+}
+
+static int counts(void *ud, cJSON **out)
+{
+    return keng_api_delivery_counts(ud, out);
 }
 
 int keng_app_start_fanout(keng_app *app)
@@ -49,6 +57,8 @@ int keng_app_start_fanout(keng_app *app)
     app->link_macs = keng_hmac_cache_new(); /* NULL only without memory: then uncached */
     fc.link_url = link_url;
     fc.on_change = on_change;
+    fc.on_rows = on_rows;
+    fc.counts = counts;
     fc.ud = app;
     rc = keng_fanout_new(app->loop, app->store, &fc, &app->fanout);
     if (rc) return rc;
@@ -71,5 +81,6 @@ void keng_app_free_fanout(keng_app *app)
 
 int keng_api_fanout_metrics(keng_app *app, keng_buf *out)
 {
-    return app->fanout ? keng_fanout_metrics(app->fanout, out) : 0;
+    int rc = app->fanout ? keng_fanout_metrics(app->fanout, out) : 0;
+    return rc ? rc : keng_api_live_metrics(app, out);
 }

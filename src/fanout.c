@@ -66,6 +66,8 @@ typedef struct fo_result {
     char *error;
     char *alert_heap;      /* the alert id when it does not fit alert_inline */
     char alert_inline[48]; /* no malloc per result; never point at it (the array moves) */
+    char *chan_heap;       /* the channel, for on_rows, likewise */
+    char chan_inline[16];
     int fallback;
 } fo_result;
 
@@ -74,10 +76,16 @@ static const char *res_alert(const fo_result *r)
     return r->alert_heap ? r->alert_heap : r->alert_inline;
 }
 
+static const char *res_chan(const fo_result *r)
+{
+    return r->chan_heap ? r->chan_heap : r->chan_inline;
+}
+
 static void res_free(fo_result *r)
 {
     free(r->error);
     free(r->alert_heap);
+    free(r->chan_heap);
 }
 
 struct keng_fanout {
@@ -416,6 +424,14 @@ static int push_result(keng_fanout *f, fo_job *j, enum keng_outbox_status status
         memcpy(r->alert_inline, alert, alen + 1);
     else if (!(r->alert_heap = strdup(alert)))
         return -ENOMEM;
+    const char *chan = j->channel ? j->channel : "";
+    size_t clen = strlen(chan);
+    if (clen < sizeof r->chan_inline)
+        memcpy(r->chan_inline, chan, clen + 1);
+    else if (!(r->chan_heap = strdup(chan))) {
+        free(r->alert_heap);
+        return -ENOMEM;
+    }
     if (error && !(r->error = strdup(error))) r->error = NULL;
     r->r.error = r->error;
     if (status == KENG_OUTBOX_DELIVERED) r->r.delivered_at = wall_now();
@@ -428,6 +444,33 @@ static int push_result(keng_fanout *f, fo_job *j, enum keng_outbox_status status
 /* Writes the gathered results (and the fallbacks of dead ones) and claims due rows, all in one
  * transaction; then tells the app which alerts changed. */
 static int flush_and_claim(keng_fanout *f, int want);
+
+/* Tells the app the status changes of the transaction just committed: the n results written
+ * (each row was in flight) and the rows claimed (the jobs from claimed on). */
+static void report_rows(keng_fanout *f, const fo_result *res, int n, const fo_job *claimed)
+{
+    if (!f->cfg.on_rows) return;
+    keng_fanout_change ch[64];
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        const keng_outbox_result *r = &res[i].r;
+        ch[k++] = (keng_fanout_change){
+            r->id, res_alert(&res[i]), res_chan(&res[i]), KENG_FANOUT_INFLIGHT,
+            r->status == KENG_OUTBOX_DELIVERED ? KENG_FANOUT_DELIVERED
+            : r->status == KENG_OUTBOX_DEAD    ? KENG_FANOUT_DEAD
+            : r->attempts > 0                  ? KENG_FANOUT_FAILED
+                                               : KENG_FANOUT_PENDING};
+        if (k == 64) f->cfg.on_rows(f->cfg.ud, ch, k), k = 0;
+    }
+    for (const fo_job *j = claimed; j; j = j->next) {
+        ch[k++] = (keng_fanout_change){j->id, j->alert_id ? j->alert_id : "",
+                                       j->channel ? j->channel : "",
+                                       j->attempts > 0 ? KENG_FANOUT_FAILED : KENG_FANOUT_PENDING,
+                                       KENG_FANOUT_INFLIGHT};
+        if (k == 64) f->cfg.on_rows(f->cfg.ud, ch, k), k = 0;
+    }
+    if (k) f->cfg.on_rows(f->cfg.ud, ch, k);
+}
 
 static void notify(keng_fanout *f, fo_result *res, int n)
 {
@@ -1206,6 +1249,7 @@ static int flush_and_claim_timed(keng_fanout *f, int want)
     f->stats.written += (uint64_t)n;
     if (n) f->stats.flushes++;
     if (want) f->stats.claims++;
+    report_rows(f, f->res, n, claimed > 0 ? (tail_before ? tail_before->next : f->q_head) : NULL);
     notify(f, f->res, n);
     for (int i = 0; i < n; i++)
         res_free(&f->res[i]);
@@ -1467,7 +1511,8 @@ void keng_fanout_get_stats(keng_fanout *f, keng_fanout_stats *out)
 int keng_fanout_metrics(keng_fanout *f, keng_buf *out)
 {
     cJSON *counts = NULL;
-    int rc = keng_outbox_counts(f->st, NULL, &counts);
+    int rc = f->cfg.counts ? f->cfg.counts(f->cfg.ud, &counts)
+                           : keng_outbox_counts(f->st, NULL, &counts);
     if (rc) return rc;
     rc = keng_buf_puts(out, "# HELP keng_deliveries Deliveries in the outbox by channel and"
                             " status (failed: pending after a failed attempt).\n"

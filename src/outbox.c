@@ -359,77 +359,132 @@ int keng_outbox_counts(keng_store *st, const char *alert_id, cJSON **out)
     return 0;
 }
 
-#define LIST_WHERE                                                                                 \
-    " WHERE alert_id = ?1 AND (?2 IS NULL OR (?2 = 'failed' AND status = 'pending' AND"            \
-    " attempts > 0) OR status = ?2)"
+/* One delivery row as the API shows it; s is at a row of ROW_COLS. */
+#define ROW_COLS                                                                                   \
+    "id, recipient, channel, contact_index, status, attempts, next_at, last_code, last_error,"     \
+    " delivered_at, latency_ms, event, revision"
+
+static int row_json(sqlite3_stmt *s, cJSON *arr)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !cJSON_AddItemToArray(arr, o)) {
+        cJSON_Delete(o);
+        return -ENOMEM;
+    }
+    const char *st_text = keng_store_text(s, 4);
+    int attempts = sqlite3_column_int(s, 5);
+    int ok = cJSON_AddNumberToObject(o, "id", (double)sqlite3_column_int64(s, 0)) &&
+             cJSON_AddStringToObject(o, "recipient", keng_store_text(s, 1)) &&
+             cJSON_AddStringToObject(o, "channel", keng_store_text(s, 2)) &&
+             cJSON_AddNumberToObject(o, "contact_index", sqlite3_column_int(s, 3)) &&
+             cJSON_AddStringToObject(o, "status",
+                                     strcmp(st_text, "pending") == 0 && attempts > 0 ? "failed"
+                                                                                     : st_text) &&
+             cJSON_AddNumberToObject(o, "attempts", attempts) &&
+             cJSON_AddNumberToObject(o, "next_at", (double)sqlite3_column_int64(s, 6)) &&
+             cJSON_AddStringToObject(o, "event", keng_store_text(s, 11)) &&
+             cJSON_AddNumberToObject(o, "revision", (double)sqlite3_column_int64(s, 12));
+    static const struct {
+        int col;
+        const char *name;
+    } opt[] = {{7, "last_code"}, {8, "last_error"}, {9, "delivered_at"}, {10, "latency_ms"}};
+    for (size_t i = 0; ok && i < sizeof opt / sizeof opt[0]; i++) {
+        int t = sqlite3_column_type(s, opt[i].col);
+        if (t == SQLITE_NULL)
+            ok = cJSON_AddNullToObject(o, opt[i].name) != NULL;
+        else if (t == SQLITE_TEXT)
+            ok = cJSON_AddStringToObject(o, opt[i].name, keng_store_text(s, opt[i].col)) != NULL;
+        else
+            ok = cJSON_AddNumberToObject(o, opt[i].name,
+                                         (double)sqlite3_column_int64(s, opt[i].col)) != NULL;
+    }
+    return ok ? 0 : -ENOMEM;
+}
+
+static int item_add(keng_store *st, cJSON *arr, int64_t id)
+{
+    sqlite3_stmt *s = keng_store_stmt(st, "SELECT " ROW_COLS " FROM deliveries WHERE id = ?1");
+    if (!s) return -EIO;
+    sqlite3_bind_int64(s, 1, id);
+    int step = sqlite3_step(s);
+    int rc = step == SQLITE_ROW    ? row_json(s, arr)
+             : step == SQLITE_DONE ? 0
+                                   : keng_store_errno(step);
+    sqlite3_reset(s);
+    return rc;
+}
+
+int keng_outbox_list_step(keng_store *st, keng_outbox_walk *w, int budget)
+{
+    if (!w->alert_id || w->limit < 0 || w->skip < 0 || !w->items || budget <= 0) return -EINVAL;
+    if (w->got >= w->limit || w->end) return 1;
+    int any = !w->status, dead = !any && strcmp(w->status, "dead") == 0;
+    int failed = !any && strcmp(w->status, "failed") == 0;
+    /* Any status: the alert's index alone (its rowids), a few µs per thousand rows. Dead: the
+     * small index of dead rows. Else the rows themselves, in id order. */
+    sqlite3_stmt *s = keng_store_stmt(
+        st, any    ? "SELECT id, '', 0 FROM deliveries WHERE alert_id = ?1 AND id > ?2"
+                     " ORDER BY id LIMIT ?3"
+            : dead ? "SELECT id, 'dead', 0 FROM deliveries WHERE alert_id = ?1 AND status = 'dead'"
+                     " AND id > ?2 ORDER BY id LIMIT ?3"
+                   : "SELECT id, status, attempts FROM deliveries WHERE alert_id = ?1 AND id > ?2"
+                     " ORDER BY id LIMIT ?3");
+    if (!s) return -EIO;
+    int lim = any && budget < (1 << 27) ? budget * 8 : budget;
+    sqlite3_bind_text(s, 1, w->alert_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, w->after);
+    sqlite3_bind_int(s, 3, lim);
+    int rc = 0, step = SQLITE_DONE, n = 0;
+    while (w->got < w->limit && (step = sqlite3_step(s)) == SQLITE_ROW) {
+        n++;
+        w->after = sqlite3_column_int64(s, 0);
+        if (!any && !dead) {
+            const char *status = keng_store_text(s, 1);
+            int match = failed ? strcmp(status, "pending") == 0 && sqlite3_column_int(s, 2) > 0
+                               : strcmp(status, w->status) == 0;
+            if (!match) continue;
+        }
+        if (w->skip > 0) {
+            w->skip--;
+            continue;
+        }
+        if ((rc = item_add(st, w->items, w->after))) break;
+        w->got++;
+    }
+    if (rc == 0 && w->got < w->limit && step != SQLITE_DONE)
+        rc = keng_store_errno(step) ? keng_store_errno(step) : -EIO;
+    sqlite3_reset(s);
+    if (rc) return rc;
+    if (w->got < w->limit && n < lim) w->end = 1;
+    return w->got >= w->limit || w->end;
+}
 
 int keng_outbox_list(keng_store *st, const char *alert_id, const char *status, int limit,
                      int offset, cJSON **items, int *total)
 {
     *items = NULL;
-    *total = 0;
+    if (total) *total = 0;
     if (!alert_id || limit < 0 || offset < 0) return -EINVAL;
-    sqlite3_stmt *s = keng_store_stmt(st, "SELECT COUNT(*) FROM deliveries" LIST_WHERE);
-    if (!s) return -EIO;
-    sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_STATIC);
-    if (status) sqlite3_bind_text(s, 2, status, -1, SQLITE_STATIC);
-    if (sqlite3_step(s) == SQLITE_ROW) *total = sqlite3_column_int(s, 0);
-    sqlite3_reset(s);
-    s = keng_store_stmt(st,
-                        "SELECT id, recipient, channel, contact_index, status, attempts,"
-                        " next_at, last_code, last_error, delivered_at, latency_ms, event,"
-                        " revision FROM deliveries" LIST_WHERE " ORDER BY id LIMIT ?3 OFFSET ?4");
-    if (!s) return -EIO;
-    sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_STATIC);
-    if (status) sqlite3_bind_text(s, 2, status, -1, SQLITE_STATIC);
-    sqlite3_bind_int(s, 3, limit);
-    sqlite3_bind_int(s, 4, offset);
-    cJSON *arr = cJSON_CreateArray();
-    int rc = arr ? 0 : -ENOMEM, step;
-    while (rc == 0 && (step = sqlite3_step(s)) == SQLITE_ROW) {
-        cJSON *o = cJSON_CreateObject();
-        if (!o || !cJSON_AddItemToArray(arr, o)) {
-            cJSON_Delete(o);
-            rc = -ENOMEM;
-            break;
-        }
-        const char *st_text = keng_store_text(s, 4);
-        int attempts = sqlite3_column_int(s, 5);
-        int ok = cJSON_AddNumberToObject(o, "id", (double)sqlite3_column_int64(s, 0)) &&
-                 cJSON_AddStringToObject(o, "recipient", keng_store_text(s, 1)) &&
-                 cJSON_AddStringToObject(o, "channel", keng_store_text(s, 2)) &&
-                 cJSON_AddNumberToObject(o, "contact_index", sqlite3_column_int(s, 3)) &&
-                 cJSON_AddStringToObject(
-                     o, "status",
-                     strcmp(st_text, "pending") == 0 && attempts > 0 ? "failed" : st_text) &&
-                 cJSON_AddNumberToObject(o, "attempts", attempts) &&
-                 cJSON_AddNumberToObject(o, "next_at", (double)sqlite3_column_int64(s, 6)) &&
-                 cJSON_AddStringToObject(o, "event", keng_store_text(s, 11)) &&
-                 cJSON_AddNumberToObject(o, "revision", (double)sqlite3_column_int64(s, 12));
-        static const struct {
-            int col;
-            const char *name;
-        } opt[] = {{7, "last_code"}, {8, "last_error"}, {9, "delivered_at"}, {10, "latency_ms"}};
-        for (size_t i = 0; ok && i < sizeof opt / sizeof opt[0]; i++) {
-            int t = sqlite3_column_type(s, opt[i].col);
-            if (t == SQLITE_NULL)
-                ok = cJSON_AddNullToObject(o, opt[i].name) != NULL;
-            else if (t == SQLITE_TEXT)
-                ok =
-                    cJSON_AddStringToObject(o, opt[i].name, keng_store_text(s, opt[i].col)) != NULL;
-            else
-                ok = cJSON_AddNumberToObject(o, opt[i].name,
-                                             (double)sqlite3_column_int64(s, opt[i].col)) != NULL;
-        }
-        if (!ok) rc = -ENOMEM;
+    if (total) {
+        sqlite3_stmt *s = keng_store_stmt(
+            st, "SELECT COUNT(*) FROM deliveries WHERE alert_id = ?1 AND (?2 IS NULL OR"
+                " (?2 = 'failed' AND status = 'pending' AND attempts > 0) OR status = ?2)");
+        if (!s) return -EIO;
+        sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_STATIC);
+        if (status) sqlite3_bind_text(s, 2, status, -1, SQLITE_STATIC);
+        if (sqlite3_step(s) == SQLITE_ROW) *total = sqlite3_column_int(s, 0);
+        sqlite3_reset(s);
     }
-    if (rc == 0 && step != SQLITE_DONE) rc = keng_store_errno(step);
-    sqlite3_reset(s);
-    if (rc) {
-        cJSON_Delete(arr);
+    keng_outbox_walk w = {.alert_id = alert_id, .status = status, .limit = limit, .skip = offset};
+    if (!(w.items = cJSON_CreateArray())) return -ENOMEM;
+    int rc;
+    while ((rc = keng_outbox_list_step(st, &w, 1 << 20)) == 0)
+        ;
+    if (rc < 0) {
+        cJSON_Delete(w.items);
         return rc;
     }
-    *items = arr;
+    *items = w.items;
     return 0;
 }
 

@@ -20,7 +20,9 @@
 #include "keng/template.h"
 
 struct keng_fanout;
+struct keng_fanout_change;
 struct keng_sse;
+struct keng_live;
 
 #define KENG_METRIC_SLOTS 256
 
@@ -44,8 +46,9 @@ typedef struct keng_app {
         uint64_t us_sum;
     } metrics[KENG_METRIC_SLOTS];
     int nmetrics;
-    struct keng_sse *sse; /* live event subscribers (api_alerts.c) */
-    uv_timer_t cron;      /* relay timeouts, expiry (api_alerts.c) */
+    struct keng_sse *sse;   /* live event subscribers (api_live.c) */
+    struct keng_live *live; /* delivery counts, reach, pages for live views (api_live.c) */
+    uv_timer_t cron;        /* relay timeouts, expiry (api_live.c) */
 } keng_app;
 
 typedef struct keng_call keng_call;
@@ -87,6 +90,7 @@ int keng_api_paging(keng_call *c, int *limit, int *offset);
 /* Prometheus text for /metrics: the HTTP part, and the fan-out engine's. */
 int keng_api_metrics(keng_app *app, keng_buf *out);
 int keng_api_fanout_metrics(keng_app *app, keng_buf *out);
+int keng_api_live_metrics(keng_app *app, keng_buf *out); /* counts kept, reach, live events */
 
 void keng_api_observe(keng_app *app, keng_http_server *s);
 
@@ -140,8 +144,18 @@ void keng_api_relay_post(keng_call *c);
 
 /* Shared between resource files. */
 int keng_api_group_exists(keng_app *app, const char *id);
-/* An alert's deliveries or replies changed: wake its live viewers (throttled). */
+/* An alert's deliveries or replies changed outside the fan-out engine (rows added, dead rows
+ * re-queued, seen, replied, relayed, status): catch up and wake its live viewers (throttled). */
 void keng_api_alert_changed(keng_app *app, const char *alert_id);
+/* The fan-out engine wrote results of alert_id (its on_change): wake its live viewers. */
+void keng_api_alert_progress(keng_app *app, const char *alert_id);
+/* The engine's committed status changes (its on_rows): kept in the delivery counts. */
+void keng_api_delivery_rows(keng_app *app, const struct keng_fanout_change *rows, int n);
+/* Counts of all deliveries in keng_outbox_counts' shape, from memory (for /metrics). */
+int keng_api_delivery_counts(keng_app *app, cJSON **out);
+/* GET /v1/alerts/ID/deliveries after its checks: answers now or, for a big alert, a little later
+ * without holding up the loop. status NULL = any. */
+void keng_api_deliveries_page(keng_call *c, const char *status, int limit, int offset);
 /* Per group and in total: recipients, held, delivered, seen, replied, relay times. */
 cJSON *keng_api_alert_reach(keng_app *app, const char *alert_id);
 

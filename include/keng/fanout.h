@@ -23,6 +23,24 @@
 #include "keng/store.h"
 
 typedef struct keng_fanout keng_fanout;
+struct cJSON;
+
+/* A delivery row's status as the outbox counts it (keng_outbox_counts): "failed" is a pending
+ * row that was tried before. */
+enum keng_fanout_state {
+    KENG_FANOUT_PENDING = 0, /* 'pending', attempts 0 */
+    KENG_FANOUT_FAILED,      /* 'pending', attempts > 0: waits for its retry */
+    KENG_FANOUT_INFLIGHT,
+    KENG_FANOUT_DELIVERED,
+    KENG_FANOUT_DEAD,
+};
+
+/* One row's status change, committed. The strings are borrowed for the callback only. */
+typedef struct keng_fanout_change {
+    int64_t id; /* deliveries.id */
+    const char *alert_id, *channel;
+    enum keng_fanout_state from, to;
+} keng_fanout_change;
 
 typedef struct keng_fanout_config {
     const char *data_dir; /* the file channel appends to DATA/deliveries.jsonl */
@@ -46,6 +64,16 @@ typedef struct keng_fanout_config {
     /* Called on the loop after a batch of status changes of an alert was written (SSE, stats).
      * Reentrancy: it may read the store and call keng_fanout_kick, not stop/free. */
     void (*on_change)(void *ud, const char *alert_id);
+    /* Optional, called on the loop after each commit (before on_change) with every row whose
+     * status it changed: claims (pending or failed → inflight) and results (inflight → pending,
+     * failed, delivered, dead), in batches, so that counts can be kept without reading the
+     * outbox. Rows it inserts (a dead row's contact fallback) are new rows, not changes: they
+     * are not reported. Same reentrancy as on_change. */
+    void (*on_rows)(void *ud, const keng_fanout_change *rows, int n);
+    /* Optional: the counts of all deliveries for keng_fanout_metrics, in keng_outbox_counts'
+     * shape (*out owned by the caller; 0 or a negative errno). NULL: keng_outbox_counts groups
+     * the whole outbox at each call. */
+    int (*counts)(void *ud, struct cJSON **out);
     void *ud;
 } keng_fanout_config;
 

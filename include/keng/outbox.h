@@ -77,9 +77,25 @@ int keng_outbox_counts(keng_store *st, const char *alert_id, cJSON **out);
 /* One page of an alert's deliveries, ordered by id. status NULL = any; "failed" = pending with
  * attempts > 0. *items (owned by the caller) is an array of {"id","recipient","channel",
  * "contact_index","status","attempts","next_at","last_code","last_error","delivered_at",
- * "latency_ms","event","revision"}; *total the number of matching rows. 0 or a negative errno. */
+ * "latency_ms","event","revision"}; *total the number of matching rows (total NULL: not
+ * counted, which saves reading every row of the alert). 0 or a negative errno. */
 int keng_outbox_list(keng_store *st, const char *alert_id, const char *status, int limit,
                      int offset, cJSON **items, int *total);
+
+/* The same page read in bounded steps, for the loop: no step looks at more than budget rows
+ * (with status NULL, 8 × budget entries of the alert's index, which cost far less). Fill in
+ * alert_id, status, limit, skip (the offset) and items (an empty array, owned by the caller),
+ * the rest zero; call until it returns 1 (the page is complete); 0: more steps are needed; or a
+ * negative errno. The strings are borrowed for the whole walk. Rows changed between steps are
+ * seen as they are when the walk reaches them. */
+typedef struct keng_outbox_walk {
+    const char *alert_id, *status;
+    int limit, skip;
+    cJSON *items;
+    int got, end;  /* items added; no rows left */
+    int64_t after; /* rows with id <= after were looked at */
+} keng_outbox_walk;
+int keng_outbox_list_step(keng_store *st, keng_outbox_walk *w, int budget);
 
 /* An officer's re-queue: the alert's dead rows go back to pending, attempts 0, next_at 0.
  * Returns how many, or a negative errno. The caller kicks the engine afterwards. */
