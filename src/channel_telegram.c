@@ -25,15 +25,12 @@ static int telegram_prepare(keng_channel_req *req, char *err, size_t errlen)
     }
     const keng_fanout_config *cfg = req->cfg;
     const char *photo = req->msg->first_photo;
-    keng_buf text, cut, url;
-    keng_buf_init(&text, 0);
+    keng_buf cut, url;
     keng_buf_init(&cut, 0);
     keng_buf_init(&url, 4096);
     keng_buf *b = &req->body;
-    int rc = keng_channel_text_with_link(req, &text);
-    if (rc == 0)
-        rc = keng_channel_utf8_cut(text.len ? text.data : "",
-                                   photo ? TELEGRAM_CAPTION_MAX : TELEGRAM_TEXT_MAX, &cut);
+    /* Telegram's limits count UTF-16 units: an emoji is two. */
+    int rc = keng_channel_text_fit(req, photo ? TELEGRAM_CAPTION_MAX : TELEGRAM_TEXT_MAX, 1, &cut);
     if (rc == 0) rc = keng_buf_puts(b, "{\"chat_id\":");
     if (rc == 0 && cJSON_IsString(chat)) rc = keng_channel_json_str(b, chat->valuestring);
     if (rc == 0 && !cJSON_IsString(chat)) rc = keng_buf_printf(b, "%.0f", chat->valuedouble);
@@ -61,7 +58,6 @@ static int telegram_prepare(keng_channel_req *req, char *err, size_t errlen)
         curl_slist_free_all(h);
         snprintf(err, errlen, "cannot build the telegram request");
     }
-    keng_buf_free(&text);
     keng_buf_free(&cut);
     keng_buf_free(&url);
     return rc;

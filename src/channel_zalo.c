@@ -28,14 +28,12 @@ static int zalo_prepare(keng_channel_req *req, char *err, size_t errlen)
         return -EINVAL;
     }
     const keng_fanout_config *cfg = req->cfg;
-    keng_buf text, line;
-    keng_buf_init(&text, 0);
+    keng_buf line;
     keng_buf_init(&line, 4096);
     keng_buf *b = &req->body;
-    int rc = keng_channel_text_with_link(req, &text);
     keng_buf cut;
     keng_buf_init(&cut, 0);
-    if (rc == 0) rc = keng_channel_utf8_cut(text.len ? text.data : "", ZALO_TEXT_MAX, &cut);
+    int rc = keng_channel_text_fit(req, ZALO_TEXT_MAX, 0, &cut);
     if (rc == 0) rc = keng_buf_puts(b, "{\"recipient\":{\"user_id\":");
     if (rc == 0) rc = keng_channel_json_str(b, user);
     if (rc == 0) rc = keng_buf_puts(b, "},\"message\":{\"text\":");
@@ -67,7 +65,6 @@ static int zalo_prepare(keng_channel_req *req, char *err, size_t errlen)
         curl_slist_free_all(h);
         snprintf(err, errlen, "cannot build the zalo_oa request");
     }
-    keng_buf_free(&text);
     keng_buf_free(&cut);
     keng_buf_free(&line);
     keng_buf_free(&tok);

@@ -292,22 +292,64 @@ int keng_channel_text_with_link(const keng_channel_req *req, keng_buf *out)
     return rc;
 }
 
+/* Units of one code point starting at lead byte c: 1, or 2 for a UTF-16 surrogate pair. */
+static size_t cp_units(unsigned char c, int utf16)
+{
+    return utf16 && c >= 0xF0 ? 2 : 1;
+}
+
+static size_t text_units(const char *s, int utf16)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        if (((unsigned char)*s & 0xC0) != 0x80) n += cp_units((unsigned char)*s, utf16);
+    return n;
+}
+
+static int text_cut(const char *s, size_t max, int utf16, keng_buf *out)
+{
+    if (max == 0) return 0;
+    if (text_units(s, utf16) <= max) return keng_buf_puts(out, s);
+    size_t units = 0, i = 0;
+    while (s[i]) { /* keep whole code points while they and the ellipsis (1 unit) fit */
+        size_t u = cp_units((unsigned char)s[i], utf16), len = 1;
+        while (s[i + len] && ((unsigned char)s[i + len] & 0xC0) == 0x80)
+            len++;
+        if (units + u + 1 > max) break;
+        units += u;
+        i += len;
+    }
+    int rc = keng_buf_append(out, s, i);
+    return rc ? rc : keng_buf_puts(out, "…");
+}
+
 int keng_channel_utf8_cut(const char *s, size_t max_chars, keng_buf *out)
 {
-    size_t chars = 0, i = 0, cut = 0;
-    if (max_chars == 0) return 0;
-    while (s[i]) {
-        if (((unsigned char)s[i] & 0xC0) != 0x80) {
-            if (chars == max_chars - 1) cut = i; /* room for the ellipsis */
-            if (chars == max_chars) {
-                int rc = keng_buf_append(out, s, cut);
-                return rc ? rc : keng_buf_puts(out, "…");
-            }
-            chars++;
-        }
-        i++;
+    return text_cut(s, max_chars, 0, out);
+}
+
+int keng_channel_text_fit(const keng_channel_req *req, size_t max, int utf16, keng_buf *out)
+{
+    keng_buf full;
+    keng_buf_init(&full, 0);
+    int rc = keng_channel_text_with_link(req, &full);
+    const char *text = full.data ? full.data : "";
+    if (rc || text_units(text, utf16) <= max || !req->link_url || !*req->link_url) {
+        if (rc == 0) rc = text_cut(text, max, utf16, out);
+        keng_buf_free(&full);
+        return rc;
     }
-    return keng_buf_append(out, s, i);
+    /* Too long with the link in it: cut the words, never the household's link, which goes on a
+     * line of its own at the end. */
+    keng_channel_req bare = *req;
+    bare.link_url = "";
+    keng_buf_reset(&full);
+    rc = keng_channel_text_with_link(&bare, &full);
+    size_t link = text_units(req->link_url, utf16) + 2;
+    if (rc == 0) rc = text_cut(full.data ? full.data : "", max > link ? max - link : 0, utf16, out);
+    if (rc == 0) rc = keng_buf_printf(out, "\n\n%s", req->link_url);
+    keng_buf_free(&full);
+    return rc;
 }
 
 /* ---- message cache ---------------------------------------------------------------------- */

@@ -112,5 +112,9 @@ void keng_channel_judge_http(const keng_channel_response *resp, keng_channel_res
 int keng_channel_text_with_link(const keng_channel_req *req, keng_buf *out);
 /* Copies at most max_chars UTF-8 characters of s into out, ending with "…" when cut. */
 int keng_channel_utf8_cut(const char *s, size_t max_chars, keng_buf *out);
+/* The text with the recipient's link (as keng_channel_text_with_link) in at most max characters
+ * — code points, or UTF-16 units when utf16 (Telegram counts those: an emoji is 2). When it must
+ * be cut, the words are cut (ending with "…") and the link is kept whole on its own last line. */
+int keng_channel_text_fit(const keng_channel_req *req, size_t max, int utf16, keng_buf *out);
 
 #endif

@@ -1041,3 +1041,50 @@ TEST(fanout_email_thumbnail_missing_or_from_text)
     free(log);
     fo_env_done(&e);
 }
+
+/* UTF-16 units of s: what Telegram counts. */
+static size_t utf16_units(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        if (((unsigned char)*s & 0xC0) != 0x80) n += (unsigned char)*s >= 0xF0 ? 2 : 1;
+    return n;
+}
+
+TEST(fanout_text_fit_keeps_the_link_and_counts_utf16)
+{
+    keng_buf text;
+    keng_buf_init(&text, 0);
+    ASSERT_EQ(keng_buf_puts(&text, "🔴 KHẨN – TÌM NGƯỜI ĐI LẠC\n"), 0);
+    for (int i = 0; i < 200; i++) /* 200 × ("🚲 xe đạp " = 11 code points, 12 UTF-16 units) */
+        ASSERT_EQ(keng_buf_puts(&text, "🚲 xe đạp "), 0);
+    ASSERT_EQ(keng_buf_puts(&text, "\nTrả lời: " KENG_LINK_PLACEHOLDER "\nCảm ơn bà con."), 0);
+    keng_channel_msg m;
+    memset(&m, 0, sizeof m);
+    m.text = text.data;
+    keng_channel_req req;
+    memset(&req, 0, sizeof req);
+    req.msg = &m;
+    req.link_url = "https://canhbao.example.vn/r/0123456789abcdef0123456789abcdef";
+    keng_buf out;
+    keng_buf_init(&out, 0);
+    ASSERT_EQ(keng_channel_text_fit(&req, 1024, 1, &out), 0);
+    ASSERT_LE(utf16_units(out.data), 1024); /* code points alone would have allowed more */
+    size_t ll = strlen(req.link_url);
+    ASSERT(out.len > ll && !strcmp(out.data + out.len - ll, req.link_url)); /* the link, whole */
+    ASSERT_STR_CONTAINS(out.data, "…\n\nhttps://");
+    ASSERT(strstr(out.data, KENG_LINK_PLACEHOLDER) == NULL);
+    ASSERT_EQ(strncmp(out.data, "🔴 KHẨN", strlen("🔴 KHẨN")), 0);
+    /* Counting code points (Zalo): the cut lands later, still within the limit. */
+    keng_buf_reset(&out);
+    ASSERT_EQ(keng_channel_text_fit(&req, 2000, 0, &out), 0);
+    ASSERT_STR_CONTAINS(out.data, req.link_url);
+    /* Short enough: unchanged, the link where the wording puts it. */
+    m.text = "Mất xe máy Wave đỏ. Trả lời: " KENG_LINK_PLACEHOLDER " Cảm ơn.";
+    keng_buf_reset(&out);
+    ASSERT_EQ(keng_channel_text_fit(&req, 1024, 1, &out), 0);
+    ASSERT_STR_EQ(out.data, "Mất xe máy Wave đỏ. Trả lời: "
+                            "https://canhbao.example.vn/r/0123456789abcdef0123456789abcdef Cảm ơn.");
+    keng_buf_free(&out);
+    keng_buf_free(&text);
+}
