@@ -228,7 +228,13 @@ static int messages_for(const keng_publish_ctx *c, const char *alert_id, int rev
         char lang[8], channel[32], link[2];
     } combos[64];
     int n = 0, rc = 0;
-    while (n < 64 && sqlite3_step(s) == SQLITE_ROW) {
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        if (n == 64) { /* 2 languages × 5 channels × 2 link kinds is 20: this is a broken ward */
+            keng_error("publish %s: more than 64 language × channel × link combinations; the"
+                       " rest get no message",
+                       alert_id);
+            break;
+        }
         snprintf(combos[n].lang, sizeof combos[n].lang, "%s", keng_store_text(s, 0));
         snprintf(combos[n].channel, sizeof combos[n].channel, "%s", keng_store_text(s, 1));
         snprintf(combos[n].link, sizeof combos[n].link, "%s", keng_store_text(s, 2));
