@@ -3,7 +3,9 @@
 #include "keng/app.h"
 #include "keng/fanout.h"
 #include "keng/log.h"
+#include "keng/norm.h"
 #include "keng/outbox.h"
+#include "keng/publish.h"
 
 #include <errno.h>
 #include <string.h>
@@ -38,6 +40,13 @@ int keng_app_start_fanout(keng_app *app)
     int rc = keng_outbox_recover(app->store);
     if (rc < 0) return rc;
     if (rc > 0) keng_info("fanout: %d deliveries were in flight at the last stop; sending again", rc);
+    int64_t now = keng_time_now();
+    rc = keng_outbox_rehold(app->store, now, keng_publish_not_before(c, "expected", now));
+    if (rc < 0) return rc;
+    if (rc > 0)
+        keng_info("fanout: %d deliveries held for quiet hours now follow the current quiet hours"
+                  " (%s)",
+                  rc, c->quiet_start_min < 0 ? "off: they go now" : "held until they end");
     keng_fanout_config fc;
     memset(&fc, 0, sizeof fc);
     fc.data_dir = c->data_dir;

@@ -500,6 +500,20 @@ int keng_outbox_redeliver(keng_store *st, const char *alert_id)
     return rc ? rc : sqlite3_changes(keng_store_db(st));
 }
 
+int keng_outbox_rehold(keng_store *st, int64_t now, int64_t not_before)
+{
+    /* A pending row never tried whose time is still to come is one quiet hours held (a retry
+     * has attempts > 0): it waits for the quiet hours in force now, not the ones it met. */
+    sqlite3_stmt *s = keng_store_stmt(st, "UPDATE deliveries SET next_at = ?2 WHERE status ="
+                                          " 'pending' AND next_at > ?1 AND attempts = 0 AND"
+                                          " next_at <> ?2");
+    if (!s) return -EIO;
+    sqlite3_bind_int64(s, 1, now);
+    sqlite3_bind_int64(s, 2, not_before > now ? not_before : 0);
+    int rc = step_done(st, s);
+    return rc ? rc : sqlite3_changes(keng_store_db(st));
+}
+
 int64_t keng_outbox_next_due(keng_store *st, int64_t now)
 {
     sqlite3_stmt *s = keng_store_stmt(

@@ -639,6 +639,9 @@ TEST_TIMEOUT(e2e_fanout_quiet_hours_hold_expected_not_immediate, 60)
     kengd_stop(&k);
     const char *off[] = {"--quiet-hours", "off", NULL};
     kengd_restart(&k, off);
+    /* ... and so do the ones it held before: quiet hours are those in force now. */
+    wait_settled(&k, expected, 3, 0, 0, 10000);
+    wait_settled(&k, future, 3, 0, 0, 10000);
     char later[64];
     publish(&k, "{\"groups\":[\"g-q\"]}", "expected", later, &r);
     resp_free(&r);
