@@ -118,6 +118,9 @@ int keng_cli_stream(keng_cli *c, const char *path, long quiet_status, long *stat
 int keng_cli_buf_esc(keng_buf *b, const char *s);
 /* Appends "?name=value" or "&name=value" (escaped) when value is not NULL. */
 int keng_cli_buf_query(keng_buf *b, const char *name, const char *value);
+/* path, then one query parameter per option of names (NULL-terminated) that a gives. */
+int keng_cli_buf_path_query(keng_buf *b, const char *path, const keng_cli_args *a,
+                            const char *const *names);
 
 /* ---- files ---- */
 

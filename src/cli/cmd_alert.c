@@ -391,10 +391,7 @@ static int cmd_list(keng_cli *c, const keng_cli_args *a)
     keng_buf_init(&p, 4096);
     cJSON *all = NULL;
     int rc = 0;
-    if (keng_buf_puts(&p, "/v1/alerts") ||
-        keng_cli_buf_query(&p, "status", keng_cli_args_get(a, "status")) ||
-        keng_cli_buf_query(&p, "kind", keng_cli_args_get(a, "kind")) ||
-        keng_cli_buf_query(&p, "since", keng_cli_args_get(a, "since")))
+    if (keng_cli_buf_path_query(&p, "/v1/alerts", a, known))
         rc = keng_cli_fail("the query is too long");
     if (!rc) rc = keng_cli_get_all(c, p.data, &all);
     keng_buf_free(&p);
@@ -475,10 +472,7 @@ static int cmd_preview(keng_cli *c, const keng_cli_args *a)
     if (keng_cli_args_check(a, known, 1) || a->npos != 1) return keng_cli_usage(usage_text, 0);
     keng_buf q;
     keng_buf_init(&q, 1024);
-    if (keng_buf_puts(&q, "/preview") ||
-        keng_cli_buf_query(&q, "channel", keng_cli_args_get(a, "channel")) ||
-        keng_cli_buf_query(&q, "lang", keng_cli_args_get(a, "lang")) ||
-        keng_cli_buf_query(&q, "event", keng_cli_args_get(a, "event"))) {
+    if (keng_cli_buf_path_query(&q, "/preview", a, known)) {
         keng_buf_free(&q);
         return keng_cli_fail("the query is too long");
     }
@@ -552,10 +546,7 @@ static int cmd_deliveries(keng_cli *c, const keng_cli_args *a)
     if (keng_cli_args_check(a, known, 1) || a->npos != 1) return keng_cli_usage(usage_text, 0);
     keng_buf q;
     keng_buf_init(&q, 1024);
-    if (keng_buf_puts(&q, "/deliveries") ||
-        keng_cli_buf_query(&q, "status", keng_cli_args_get(a, "status")) ||
-        keng_cli_buf_query(&q, "limit", keng_cli_args_get(a, "limit")) ||
-        keng_cli_buf_query(&q, "offset", keng_cli_args_get(a, "offset"))) {
+    if (keng_cli_buf_path_query(&q, "/deliveries", a, known)) {
         keng_buf_free(&q);
         return keng_cli_fail("the query is too long");
     }

@@ -22,9 +22,7 @@ static int list(keng_cli *c, const keng_cli_args *a)
     if (rc) return keng_cli_usage(usage_text, 0);
     keng_buf p;
     keng_buf_init(&p, 4096);
-    if (keng_buf_puts(&p, "/v1/groups") ||
-        keng_cli_buf_query(&p, "kind", keng_cli_args_get(a, "kind")) ||
-        keng_cli_buf_query(&p, "parent", keng_cli_args_get(a, "parent"))) {
+    if (keng_cli_buf_path_query(&p, "/v1/groups", a, known)) {
         keng_buf_free(&p);
         return keng_cli_fail("the query is too long");
     }

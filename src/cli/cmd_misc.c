@@ -146,10 +146,7 @@ int keng_cli_cmd_lookup(keng_cli *c, int argc, char **argv)
     keng_buf p;
     keng_buf_init(&p, 4096);
     rc = 0;
-    if (keng_buf_puts(&p, "/v1/lookup") ||
-        keng_cli_buf_query(&p, "plate", keng_cli_args_get(&a, "plate")) ||
-        keng_cli_buf_query(&p, "phone", keng_cli_args_get(&a, "phone")) ||
-        keng_cli_buf_query(&p, "account", keng_cli_args_get(&a, "account")))
+    if (keng_cli_buf_path_query(&p, "/v1/lookup", &a, known))
         rc = keng_cli_fail("the query is too long");
     else if (a.nopt == 0)
         rc = keng_cli_usage(lookup_usage, 0);

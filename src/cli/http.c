@@ -412,6 +412,15 @@ int keng_cli_buf_query(keng_buf *b, const char *name, const char *value)
     return rc;
 }
 
+int keng_cli_buf_path_query(keng_buf *b, const char *path, const keng_cli_args *a,
+                            const char *const *names)
+{
+    int rc = keng_buf_puts(b, path);
+    for (size_t i = 0; rc == 0 && names[i]; i++)
+        rc = keng_cli_buf_query(b, names[i], keng_cli_args_get(a, names[i]));
+    return rc;
+}
+
 int keng_cli_get_all(keng_cli *c, const char *path, cJSON **out)
 {
     *out = NULL;
