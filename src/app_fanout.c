@@ -63,6 +63,7 @@ int keng_app_start_fanout(keng_app *app)
     fc.timeout_ms = c->fanout_timeout_ms;
     fc.max_attempts = c->fanout_max_attempts;
     fc.backoff_base_ms = c->fanout_backoff_base_ms;
+    fc.max_response = c->fanout_max_response > 0 ? (size_t)c->fanout_max_response : 0;
     app->link_macs = keng_hmac_cache_new(); /* NULL only without memory: then uncached */
     fc.link_url = link_url;
     fc.on_change = on_change;
