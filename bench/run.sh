@@ -2,16 +2,17 @@
 # Runs every benchmark under bench/ one after the other and prints their Markdown reports;
 # `make bench` calls it. From the repository root:
 #
-#   sh bench/run.sh                 # http, memory, thumb, fanout (those that are present)
+#   sh bench/run.sh                 # http, memory, thumb, fanout, publish (those present)
 #   sh bench/run.sh http memory     # only the named ones
 #
 # The benchmarks share the machine's two cores, so they never run in parallel. A benchmark that
 # fails is reported and the others still run; the exit status is 1 if any failed.
-# Results and how to read them: bench/README.md (and bench/thumb.md, bench/fanout.md).
+# Results and how to read them: bench/README.md (and bench/thumb.md, bench/fanout.md,
+# bench/publish.md).
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-[ $# -gt 0 ] || set -- http memory thumb fanout
+[ $# -gt 0 ] || set -- http memory thumb fanout publish
 failed=""
 for b in "$@"; do
     if [ ! -f "bench/$b/run.sh" ]; then

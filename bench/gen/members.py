@@ -2,13 +2,17 @@
 """Generates a big ward for the memory benchmark (DESIGN.md §10: kengd RSS under 100 MB with
 100,000 members loaded), in the groups/ format of DESIGN.md §5.
 
-    python3 bench/gen/members.py [N] [OUTDIR] [--seed S]
+    python3 bench/gen/members.py [N] [OUTDIR] [--seed S] [--webhook URL [--secret S]]
         N       members (households), default 100000
         OUTDIR  default /tmp/keng-ward-N
+        --webhook URL   every contact is {"type": "webhook", "url": URL, "secret": S} and every
+                        group is `relay: auto`, so an alert to all reaches each household directly
+                        (bench/publish); without it contacts are {"type": "file"}
 
 Households hh-K-NNNN are defined in inter-household groups of 50 (to-lien-gia-KKK-TT); every 20
 of those hang under a residential group khu-pho-KKK whose members are references to their
-leaders, so multi-group membership is exercised at scale. Every contact is {"type": "file"}.
+leaders, so multi-group membership is exercised at scale. Every contact is {"type": "file"}
+unless --webhook is given.
 Deterministic for a given N and seed; 100k members take a few seconds.
 OUTDIR gets a marker file; a non-empty directory without it is refused, so a typo cannot wipe
 someone's groups/.
@@ -47,6 +51,8 @@ def main():
     ap.add_argument("n", nargs="?", type=int, default=100000)
     ap.add_argument("outdir", nargs="?")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--webhook", metavar="URL", help="webhook contacts to URL, relay: auto")
+    ap.add_argument("--secret", default="bench-secret", help="the webhook secret")
     args = ap.parse_args()
     if not 1 <= args.n <= 6000000:
         ap.error("N must be 1..6000000")
@@ -61,6 +67,11 @@ def main():
     with open(os.path.join(outdir, MARKER), "w") as f:
         f.write(f"members.py n={args.n} seed={args.seed}\n")
 
+    if args.webhook and not args.webhook.startswith(("http://", "https://")):
+        ap.error("--webhook must be an http:// or https:// URL")
+    contacts = ([{"type": "webhook", "url": args.webhook, "secret": args.secret}]
+                if args.webhook else [{"type": "file"}])
+    relay = "auto" if args.webhook else "leader"
     rng = random.Random(args.seed)
     # name parts drawn once per member from small pools: fast and still varied
     n_tlg = (args.n + PER_TLG - 1) // PER_TLG
@@ -94,7 +105,7 @@ def main():
                     "camera": rng.random() < 0.3,
                     "lat": round(clat + rng.uniform(-0.0006, 0.0006), 6),
                     "lon": round(clon + rng.uniform(-0.0006, 0.0006), 6),
-                    "contacts": [{"type": "file"}]}))
+                    "contacts": contacts}))
                 i += 1
             leaders.append(first)
             head = ("{\n"
@@ -103,7 +114,7 @@ def main():
                     '  "kind": "inter_household",\n'
                     f'  "parent": "{kp_id}",\n'
                     f'  "leader": "{first}",\n'
-                    '  "relay": "leader",\n'
+                    f'  "relay": "{relay}",\n'
                     '  "relay_timeout": 600,\n'
                     '  "members": [\n')
             with open(os.path.join(outdir, gid + ".json"), "w", encoding="utf-8") as f:
