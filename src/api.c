@@ -4,6 +4,7 @@
 
 #include "keng/log.h"
 #include "keng/norm.h"
+#include "keng/pubq.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -71,6 +72,33 @@ static void call_free(void *p)
     keng_call *c = p;
     if (c->state_free) c->state_free(c->state);
     free(c);
+}
+
+static void jobs_done(void *ud, int rc, const keng_publish_stats *sum)
+{
+    keng_call *c = ud;
+    keng_http_req_on_close(c->req, NULL, NULL);
+    c->after_jobs(c, rc, sum);
+}
+
+static void jobs_client_gone(keng_http_req *req, void *ud)
+{
+    keng_call *c = ud;
+    keng_pubq_unwait(c->app->pubq, c);
+    /* Nobody reads it; it ends the request. The jobs go on. */
+    keng_http_respond(req, 499, "text/plain", "", 0);
+}
+
+void keng_api_after_jobs(keng_call *c, const int64_t *ids, int n,
+                         void (*after)(keng_call *c, int rc, const keng_publish_stats *sum))
+{
+    c->after_jobs = after;
+    keng_http_req_on_close(c->req, jobs_client_gone, c);
+    if (!c->app->pubq || keng_pubq_wait(c->app->pubq, ids, n, jobs_done, c) != 0) {
+        keng_publish_stats zero;
+        memset(&zero, 0, sizeof zero);
+        jobs_done(c, c->app->pubq ? -ENOMEM : -ECANCELED, &zero);
+    }
 }
 
 static int bearer(const keng_http_req *req, const char **tok)

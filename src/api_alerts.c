@@ -7,6 +7,7 @@
 #include "keng/norm.h"
 #include "keng/outbox.h"
 #include "keng/publish.h"
+#include "keng/pubq.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -490,7 +491,33 @@ static cJSON *stats_json(const keng_publish_stats *ps)
     return o;
 }
 
-/* Stores a new revision of a published alert and fans the event out, in one transaction. */
+static void view_free(void *p)
+{
+    cJSON_Delete(p);
+}
+
+/* The answer to a publication or a change once its job is done: the alert (c->state) with the
+ * counts of the fan-out it started. */
+static void answer_with_counts(keng_call *c, int rc, const keng_publish_stats *ps)
+{
+    cJSON *view = c->state;
+    c->state = NULL;
+    if (rc) {
+        keng_http_respond_error(c->req, 503, "publish_delayed",
+                                "alert %s is stored; writing its messages is held up (%s) and "
+                                "goes on by itself: follow it in GET /v1/alerts/%s/deliveries",
+                                cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(view, "id")),
+                                strerror(-rc),
+                                cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(view, "id")));
+        cJSON_Delete(view);
+        return;
+    }
+    cJSON_AddItemToObject(view, "fanout", stats_json(ps));
+    keng_http_respond_json(c->req, 200, view);
+}
+
+/* Stores a new revision of an alert and, when it was published, its event's publish job, in one
+ * transaction; answers when the job is done. */
 static void revise_and_fan_out(keng_call *c, alert_row *a, const char *event, const char *status)
 {
     keng_store *st = c->app->store;
@@ -500,11 +527,21 @@ static void revise_and_fan_out(keng_call *c, alert_row *a, const char *event, co
     if (status != a->status) snprintf(a->status, sizeof a->status, "%s", status);
     cJSON *view = alert_view(a);
     keng_publish_ctx pc = publish_ctx(c->app);
-    keng_publish_stats ps;
-    memset(&ps, 0, sizeof ps);
+    int64_t job = 0;
+    const char *actor = c->who.name[0] ? c->who.name : keng_role_name(c->who.role);
     int rc = keng_store_begin(st);
     if (!rc) rc = alert_save(st, a, event, c->who.name, 0);
-    if (!rc && a->published_at) rc = keng_publish_event(&pc, a->id, a->revision, event, view, &ps);
+    if (!rc && a->published_at)
+        rc = keng_publish_begin_event(&pc, a->id, a->revision, event, view, actor, &job);
+    if (!rc && !job) {
+        /* A draft changed: nothing to send; said here, not by a job. */
+        char action[32];
+        snprintf(action, sizeof action, "alert.%s", event);
+        cJSON *d = cJSON_CreateObject();
+        cJSON_AddNumberToObject(d, "revision", a->revision);
+        cJSON_AddNumberToObject(d, "deliveries", 0);
+        audit(c, action, a->id, d);
+    }
     if (!rc) rc = keng_store_commit(st);
     else keng_store_rollback(st);
     if (rc) {
@@ -512,16 +549,11 @@ static void revise_and_fan_out(keng_call *c, alert_row *a, const char *event, co
         cJSON_Delete(view);
         return;
     }
-    char action[32];
-    snprintf(action, sizeof action, "alert.%s", event);
-    cJSON *d = cJSON_CreateObject();
-    cJSON_AddNumberToObject(d, "revision", a->revision);
-    cJSON_AddNumberToObject(d, "deliveries", ps.deliveries);
-    audit(c, action, a->id, d);
-    if (c->app->fanout) keng_fanout_kick(c->app->fanout);
     keng_api_alert_changed(c->app, a->id);
-    cJSON_AddItemToObject(view, "fanout", stats_json(&ps));
-    keng_http_respond_json(c->req, 200, view);
+    c->state = view;
+    c->state_free = view_free;
+    keng_pubq_kick(c->app->pubq);
+    keng_api_after_jobs(c, &job, job ? 1 : 0, answer_with_counts);
 }
 
 static int is_final(const char *status)
@@ -612,30 +644,27 @@ void keng_api_alerts_publish(keng_call *c)
     snprintf(a.status, sizeof a.status, "published");
     cJSON *view = alert_view(&a);
     keng_publish_ctx pc = publish_ctx(c->app);
-    keng_publish_stats ps;
-    memset(&ps, 0, sizeof ps);
-    uint64_t t0 = uv_hrtime();
+    int64_t job = 0;
+    const char *actor = c->who.name[0] ? c->who.name : keng_role_name(c->who.role);
     int rc = keng_store_begin(st);
     if (!rc) rc = alert_save(st, &a, "publish", c->who.name, 0);
-    if (!rc) rc = keng_publish_alert(&pc, a.id, a.revision, view, &ps);
+    if (!rc) rc = keng_publish_begin_alert(&pc, a.id, a.revision, view, actor, &job);
     if (!rc) rc = keng_store_commit(st);
     else keng_store_rollback(st);
     if (rc) {
         keng_error("publish %s failed: %s", a.id, strerror(-rc));
         keng_http_respond_error(c->req, 500, "internal", "the alert could not be published");
+        cJSON_Delete(view);
     } else {
-        keng_info("publish %s: %d groups, %d recipients (%d held for relay), %d deliveries in %.1f ms",
-                  a.id, ps.groups, ps.recipients, ps.held, ps.deliveries,
-                  (double)(uv_hrtime() - t0) / 1e6);
-        cJSON *d = stats_json(&ps);
-        audit(c, "alert.publish", a.id, d);
+        /* Leaders, relays and group chats are in the outbox; the households follow in the job's
+         * chunks, each sent as soon as it is written. */
         if (c->app->fanout) keng_fanout_kick(c->app->fanout);
         keng_api_alert_changed(c->app, a.id);
-        cJSON_AddItemToObject(view, "fanout", stats_json(&ps));
-        keng_http_respond_json(c->req, 200, view);
-        view = NULL;
+        c->state = view;
+        c->state_free = view_free;
+        keng_pubq_kick(c->app->pubq);
+        keng_api_after_jobs(c, &job, 1, answer_with_counts);
     }
-    cJSON_Delete(view);
     alert_row_free(&a);
 }
 

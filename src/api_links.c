@@ -8,8 +8,10 @@
 #include "keng/log.h"
 #include "keng/norm.h"
 #include "keng/publish.h"
+#include "keng/pubq.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -374,10 +376,13 @@ void keng_api_relay_page(keng_call *c)
     cJSON_Delete(t.doc);
 }
 
-/* Relays every waiting group of a leader (or, from the timeout, one group). */
+/* Relays every waiting group of a leader (or, from the timeout, one group), in one
+ * transaction: a publish job each, whose ids go to *jobs (malloc'd; the caller frees it). The
+ * number of groups, or a negative errno. The jobs write the audit lines when done. */
 int keng_api_relay_groups(keng_app *app, const char *alert_id, const char *leader,
-                          const char *only_group, const char *note, const char *by, int *households)
+                          const char *only_group, const char *note, const char *by, int64_t **jobs)
 {
+    *jobs = NULL;
     keng_store *st = app->store;
     sqlite3_stmt *s = keng_store_stmt(
         st, "SELECT group_id FROM relays WHERE alert_id = ?1 AND state = 'waiting'"
@@ -390,7 +395,6 @@ int keng_api_relay_groups(keng_app *app, const char *alert_id, const char *leade
     while (sqlite3_step(s) == SQLITE_ROW)
         cJSON_AddItemToArray(groups, cJSON_CreateString(keng_store_text(s, 0)));
     sqlite3_reset(s);
-    *households = 0;
     int rc = 0, done = 0;
     s = keng_store_stmt(st, "SELECT status, revision, doc, created_at, coalesce(published_at, 0),"
                             " updated_at FROM alerts WHERE id = ?");
@@ -412,32 +416,55 @@ int keng_api_relay_groups(keng_app *app, const char *alert_id, const char *leade
     if (!view) rc = -ENOENT;
     int revision = view ? (int)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(view, "revision")) : 0;
     keng_publish_ctx pc = {st, app->templates, app->cfg, app->secret, keng_time_now()};
+    int n = cJSON_GetArraySize(groups);
+    if (!rc && n > 0 && !(*jobs = calloc((size_t)n, sizeof **jobs))) rc = -ENOMEM;
+    if (!rc && n > 0) rc = keng_store_begin(st);
     for (const cJSON *g = groups->child; g && !rc; g = g->next) {
-        keng_publish_stats ps;
-        rc = keng_publish_relay(&pc, alert_id, g->valuestring, revision, view, note, by, &ps);
-        if (rc == -EALREADY) {
-            rc = 0;
-            continue;
-        }
-        if (!rc) {
-            *households += ps.recipients;
-            done++;
-            cJSON *d = cJSON_CreateObject();
-            cJSON_AddStringToObject(d, "group", g->valuestring);
-            cJSON_AddNumberToObject(d, "households", ps.recipients);
-            cJSON_AddNumberToObject(d, "deliveries", ps.deliveries);
-            if (note && *note) cJSON_AddBoolToObject(d, "note", 1);
-            keng_audit_append(st, by, strcmp(by, "keng") ? "relay.leader" : "relay.timeout",
-                              alert_id, d);
-        }
+        int r = keng_publish_begin_relay(&pc, alert_id, g->valuestring, revision, view, note, by,
+                                         &(*jobs)[done]);
+        if (r == -EALREADY) continue;
+        if (r) rc = r;
+        else done++;
+    }
+    if (n > 0 && *jobs) {
+        if (!rc) rc = keng_store_commit(st);
+        else keng_store_rollback(st);
     }
     cJSON_Delete(groups);
     cJSON_Delete(view);
+    if (rc) {
+        free(*jobs);
+        *jobs = NULL;
+        return rc;
+    }
     if (done) {
-        if (app->fanout) keng_fanout_kick(app->fanout);
+        keng_pubq_kick(app->pubq);
         keng_api_alert_changed(app, alert_id);
     }
-    return rc ? rc : done;
+    return done;
+}
+
+/* c->state: the number of groups relayed, or -(n + 1) when the leader used the page's form. */
+static void relay_answer(keng_call *c, int rc, const keng_publish_stats *sum)
+{
+    intptr_t v = (intptr_t)c->state;
+    c->state = NULL;
+    if (rc) {
+        keng_http_respond_error(c->req, 503, "relay_delayed",
+                                "the relay is stored; writing the households' messages is held "
+                                "up (%s) and goes on by itself",
+                                strerror(-rc));
+    } else if (v < 0) {
+        char loc[KENG_ROUTE_PARAM_LEN + 64];
+        snprintf(loc, sizeof loc, "/l/%s", c->m.params[0]);
+        keng_http_add_header(c->req, "Location", loc);
+        keng_http_respond(c->req, 303, "text/plain; charset=utf-8", "", 0);
+    } else {
+        cJSON *out = cJSON_CreateObject();
+        cJSON_AddNumberToObject(out, "groups", (double)v);
+        cJSON_AddNumberToObject(out, "households", sum->recipients);
+        keng_http_respond_json(c->req, 200, out);
+    }
 }
 
 void keng_api_relay_post(keng_call *c)
@@ -466,24 +493,19 @@ void keng_api_relay_post(keng_call *c)
         keng_http_respond_error(c->req, 409, "already_relayed",
                                 "this alert was passed on already; nothing more to do");
     } else {
-        int households = 0;
         char by[200];
         snprintf(by, sizeof by, "leader:%s", t.member_id);
+        int64_t *jobs = NULL;
         int rc = keng_api_relay_groups(c->app, t.alert_id, t.member_id, NULL,
-                                       note ? note->valuestring : NULL, by, &households);
+                                       note ? note->valuestring : NULL, by, &jobs);
         if (rc < 0) {
             keng_http_respond_error(c->req, 500, "internal", "the relay could not be stored; try again");
-        } else if (form) {
-            char loc[KENG_ROUTE_PARAM_LEN + 64];
-            snprintf(loc, sizeof loc, "/l/%s", c->m.params[0]);
-            keng_http_add_header(c->req, "Location", loc);
-            keng_http_respond(c->req, 303, "text/plain; charset=utf-8", "", 0);
         } else {
-            cJSON *out = cJSON_CreateObject();
-            cJSON_AddNumberToObject(out, "groups", rc);
-            cJSON_AddNumberToObject(out, "households", households);
-            keng_http_respond_json(c->req, 200, out);
+            /* Answered once the households' messages are in the outbox. */
+            c->state = (void *)(intptr_t)(form ? -rc - 1 : rc);
+            keng_api_after_jobs(c, jobs, rc, relay_answer);
         }
+        free(jobs);
     }
     cJSON_Delete(t.doc);
     cJSON_Delete(body);

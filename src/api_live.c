@@ -126,7 +126,7 @@ struct page {
 
 int keng_api_relay_groups(keng_app *app, const char *alert_id, const char *leader,
                           const char *only_group, const char *note, const char *by,
-                          int *households);
+                          int64_t **jobs);
 
 /* ---- reach ------------------------------------------------------------------------------- */
 
@@ -926,12 +926,13 @@ static void cron_relay_timeouts(keng_app *app, int64_t now)
     for (const cJSON *r = due->child; r; r = r->next) {
         const char *alert = cJSON_GetArrayItem(r, 0)->valuestring;
         const char *group = cJSON_GetArrayItem(r, 1)->valuestring;
-        int households = 0;
-        int rc = keng_api_relay_groups(app, alert, NULL, group, NULL, "keng", &households);
+        int64_t *jobs = NULL;
+        int rc = keng_api_relay_groups(app, alert, NULL, group, NULL, "keng", &jobs);
+        free(jobs);
         if (rc > 0)
-            keng_info("relay: the leader of %s did not relay %s in time; keng relayed it to %d "
-                      "households",
-                      group, alert, households);
+            keng_info("relay: the leader of %s did not relay %s in time; keng relays it to the "
+                      "group's households",
+                      group, alert);
     }
     cJSON_Delete(due);
 }

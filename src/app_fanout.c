@@ -6,6 +6,7 @@
 #include "keng/norm.h"
 #include "keng/outbox.h"
 #include "keng/publish.h"
+#include "keng/pubq.h"
 
 #include <errno.h>
 #include <string.h>
@@ -32,6 +33,25 @@ static void on_rows(void *ud, const keng_fanout_change *rows, int n)
 static int counts(void *ud, cJSON **out)
 {
     return keng_api_delivery_counts(ud, out);
+}
+
+static void publish_ctx(void *ud, keng_publish_ctx *out)
+{
+    keng_app *app = ud;
+    keng_publish_ctx c = {app->store, app->templates, app->cfg, app->secret, keng_time_now()};
+    *out = c;
+}
+
+/* A chunk of households is in the outbox: send, and let live views know. */
+static void on_publish_step(void *ud, const char *alert_id, int done,
+                            const keng_publish_stats *st)
+{
+    keng_app *app = ud;
+    if (app->fanout) keng_fanout_kick(app->fanout);
+    keng_api_alert_changed(app, alert_id);
+    if (done)
+        keng_info("publish %s: done, %d recipients (%d held for relay), %d deliveries", alert_id,
+                  st->recipients, st->held, st->deliveries);
 }
 
 int keng_app_start_fanout(keng_app *app)
@@ -73,7 +93,21 @@ int keng_app_start_fanout(keng_app *app)
     rc = keng_fanout_new(app->loop, app->store, &fc, &app->fanout);
     if (rc) return rc;
     keng_fanout_kick(app->fanout);
+    keng_pubq_config pq;
+    memset(&pq, 0, sizeof pq);
+    pq.ctx = publish_ctx;
+    pq.on_step = on_publish_step;
+    pq.ud = app;
+    if ((rc = keng_pubq_new(app->loop, app->store, &pq, &app->pubq))) return rc;
+    int left = keng_pubq_pending(app->pubq);
+    if (left > 0) keng_info("publish: %d publications were cut by the last stop; going on", left);
     return 0;
+}
+
+void keng_app_stop_publish(keng_app *app)
+{
+    keng_pubq_close(app->pubq);
+    app->pubq = NULL;
 }
 
 void keng_app_stop_fanout(keng_app *app, int grace_ms, void (*done)(void *), void *ud)

@@ -34,6 +34,7 @@ static void close_everything(void *ud)
     uv_close((uv_handle_t *)&sig_int, on_signal_closed);
     uv_close((uv_handle_t *)&sig_hup, on_signal_closed);
     keng_app_stop_cron(&app);
+    keng_app_stop_publish(&app);
 }
 
 /* HTTP and the fan-out drain side by side, each within the one grace period: together they

@@ -1,12 +1,14 @@
 #include "keng/publish.h"
 
 #include "keng/alert_view.h"
+#include "keng/audit.h"
 #include "keng/auth.h"
 #include "keng/log.h"
 
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void sql_link_hash(sqlite3_context *ctx, int argc, sqlite3_value **argv)
@@ -210,20 +212,73 @@ static int message_insert(const keng_publish_ctx *c, const char *alert_id, int r
     return rc;
 }
 
-/* One message per (lang, channel, link kind) among the recipients about to get deliveries. */
-static int messages_for(const keng_publish_ctx *c, const char *alert_id, int revision,
-                        const char *event, const cJSON *view, const char *via_group,
-                        const char *note)
+/* Which recipients of an alert a step works on: those that came through via_group (or all when
+ * NULL) whose member id is in (lo, hi]. hi is RANGE_END past the last chunk: a bound the index
+ * can use, where "or no bound" would make each chunk read to the end of the alert's rows. */
+typedef struct range {
+    const char *via_group, *lo, *hi;
+} range;
+
+/* Greater than any member id: ids are UTF-8, whose bytes never reach 0xff (memcmp order). */
+#define RANGE_END "\xff"
+
+static const range ALL_RECIPIENTS = {NULL, "", RANGE_END};
+
+/* The recipients of a range, as SQL: ?1 alert, ?7 group, ?9 lo, ?10 hi. With a group, the
+ * group's index (alert, via_group, state, member) gives the range; without, the primary key.
+ * The planner, without statistics, takes the primary key's range for the narrower one, and
+ * then reads every recipient of the alert for each small group: the index is named. */
+#define FROM_ALL "recipients r"
+#define FROM_GROUP "recipients r INDEXED BY recipients_group"
+#define RANGE_ALL " r.alert_id = ?1 AND r.member_id > ?9 AND r.member_id <= ?10 AND r.state = 'sent'"
+#define RANGE_GROUP                                                                                \
+    " r.alert_id = ?1 AND r.via_group = ?7 AND r.state = 'sent' AND r.member_id > ?9"             \
+    " AND r.member_id <= ?10"
+
+static void bind_range(sqlite3_stmt *s, const char *alert_id, const range *r)
+{
+    sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_TRANSIENT);
+    if (r->via_group) sqlite3_bind_text(s, 7, r->via_group, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 9, r->lo, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 10, r->hi, -1, SQLITE_TRANSIENT);
+}
+
+/* An existing message row for the combination, else rendered and stored now. */
+static int message_ensure(const keng_publish_ctx *c, const char *alert_id, int revision,
+                          const char *event, const cJSON *view, const char *lang,
+                          const char *channel, const char *link_kind, const char *note)
 {
     sqlite3_stmt *s = keng_store_stmt(
-        c->st, "SELECT DISTINCT m.lang, json_extract(m.contacts, '$[0].type'),"
-               " CASE r.role WHEN 'leader' THEN 'l' ELSE 'r' END"
-               " FROM recipients r JOIN members m ON m.id = r.member_id"
-               " WHERE r.alert_id = ?1 AND r.state = 'sent' AND (?2 IS NULL OR r.via_group = ?2)"
-               " AND json_array_length(m.contacts) > 0");
+        c->st, "SELECT 1 FROM messages WHERE alert_id = ?1 AND revision = ?2 AND event = ?3"
+               " AND lang = ?4 AND channel = ?5 AND link_kind = ?6 AND note IS ?7");
     if (!s) return -EIO;
     sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_TRANSIENT);
-    if (via_group) sqlite3_bind_text(s, 2, via_group, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int(s, 2, revision);
+    sqlite3_bind_text(s, 3, event, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 4, lang, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 5, channel, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 6, link_kind, -1, SQLITE_STATIC);
+    if (note) sqlite3_bind_text(s, 7, note, -1, SQLITE_TRANSIENT);
+    int have = sqlite3_step(s) == SQLITE_ROW;
+    sqlite3_reset(s);
+    if (have) return 0;
+    int64_t id;
+    return message_insert(c, alert_id, revision, event, view, lang, channel, link_kind, note, &id);
+}
+
+/* One message per (lang, channel, link kind) among the recipients in r. */
+static int messages_for(const keng_publish_ctx *c, const char *alert_id, int revision,
+                        const char *event, const cJSON *view, const range *r, const char *note)
+{
+#define MESSAGES_SQL(from, where)                                                                  \
+    "SELECT DISTINCT m.lang, json_extract(m.contacts, '$[0].type'),"                               \
+    " CASE r.role WHEN 'leader' THEN 'l' ELSE 'r' END"                                             \
+    " FROM " from " JOIN members m ON m.id = r.member_id WHERE " where                             \
+    " AND json_array_length(m.contacts) > 0"
+    sqlite3_stmt *s = keng_store_stmt(c->st, r->via_group ? MESSAGES_SQL(FROM_GROUP, RANGE_GROUP)
+                                                          : MESSAGES_SQL(FROM_ALL, RANGE_ALL));
+    if (!s) return -EIO;
+    bind_range(s, alert_id, r);
     struct {
         char lang[8], channel[32], link[2];
     } combos[64];
@@ -241,42 +296,39 @@ static int messages_for(const keng_publish_ctx *c, const char *alert_id, int rev
         n++;
     }
     sqlite3_reset(s);
-    for (int i = 0; i < n && !rc; i++) {
-        int64_t id;
-        rc = message_insert(c, alert_id, revision, event, view, combos[i].lang, combos[i].channel,
-                            combos[i].link, note, &id);
-    }
+    for (int i = 0; i < n && !rc; i++)
+        rc = message_ensure(c, alert_id, revision, event, view, combos[i].lang, combos[i].channel,
+                            combos[i].link, note);
     return rc;
 }
 
-/* Deliveries for every sent recipient (of via_group, or all), first contact each. */
+/* Deliveries for every sent recipient in r, first contact each. */
 static int deliveries_for(const keng_publish_ctx *c, const char *alert_id, int revision,
-                          const char *event, const char *via_group, const char *note,
-                          int64_t next_at, int members_only, int *count)
+                          const char *event, const range *r, const char *note, int64_t next_at,
+                          int members_only, int *count)
 {
-    sqlite3_stmt *s = keng_store_stmt(
-        c->st,
-        "INSERT OR IGNORE INTO deliveries(alert_id, revision, event, recipient, channel,"
-        " contact_index, address, message_id, link_kind, idem_key, status, next_at, created_at)"
-        " SELECT ?1, ?2, ?3, r.member_id, json_extract(m.contacts, '$[0].type'), 0,"
-        "  json_extract(m.contacts, '$[0]'), msg.id, msg.link_kind,"
-        "  ?1 || '.' || ?2 || '.' || r.member_id || '.' || json_extract(m.contacts, '$[0].type'),"
-        "  'pending', ?4, ?5"
-        " FROM recipients r JOIN members m ON m.id = r.member_id"
-        " JOIN messages msg ON msg.alert_id = ?1 AND msg.revision = ?2 AND msg.event = ?3"
-        "  AND msg.lang = m.lang AND msg.channel = json_extract(m.contacts, '$[0].type')"
-        "  AND msg.link_kind = CASE r.role WHEN 'leader' THEN 'l' ELSE 'r' END"
-        "  AND msg.note IS ?6"
-        " WHERE r.alert_id = ?1 AND r.state = 'sent' AND (?7 IS NULL OR r.via_group = ?7)"
-        "  AND (?8 = 0 OR r.role = 'member') AND json_array_length(m.contacts) > 0");
+#define DELIVERIES_SQL(from, where)                                                                \
+    "INSERT OR IGNORE INTO deliveries(alert_id, revision, event, recipient, channel,"              \
+    " contact_index, address, message_id, link_kind, idem_key, status, next_at, created_at)"       \
+    " SELECT ?1, ?2, ?3, r.member_id, json_extract(m.contacts, '$[0].type'), 0,"                   \
+    "  json_extract(m.contacts, '$[0]'), msg.id, msg.link_kind,"                                   \
+    "  ?1 || '.' || ?2 || '.' || r.member_id || '.' || json_extract(m.contacts, '$[0].type'),"     \
+    "  'pending', ?4, ?5"                                                                          \
+    " FROM " from " JOIN members m ON m.id = r.member_id"                                          \
+    " JOIN messages msg ON msg.alert_id = ?1 AND msg.revision = ?2 AND msg.event = ?3"             \
+    "  AND msg.lang = m.lang AND msg.channel = json_extract(m.contacts, '$[0].type')"              \
+    "  AND msg.link_kind = CASE r.role WHEN 'leader' THEN 'l' ELSE 'r' END"                        \
+    "  AND msg.note IS ?6"                                                                         \
+    " WHERE " where " AND (?8 = 0 OR r.role = 'member') AND json_array_length(m.contacts) > 0"
+    sqlite3_stmt *s = keng_store_stmt(c->st, r->via_group ? DELIVERIES_SQL(FROM_GROUP, RANGE_GROUP)
+                                                          : DELIVERIES_SQL(FROM_ALL, RANGE_ALL));
     if (!s) return -EIO;
-    sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_TRANSIENT);
+    bind_range(s, alert_id, r);
     sqlite3_bind_int(s, 2, revision);
     sqlite3_bind_text(s, 3, event, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 4, next_at);
     sqlite3_bind_int64(s, 5, c->now);
     if (note) sqlite3_bind_text(s, 6, note, -1, SQLITE_TRANSIENT);
-    if (via_group) sqlite3_bind_text(s, 7, via_group, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int(s, 8, members_only);
     int rc = step_done(s);
     if (!rc) *count += sqlite3_changes(keng_store_db(c->st));
@@ -409,100 +461,244 @@ static void bind_area(sqlite3_stmt *s, const area *a)
     sqlite3_bind_double(s, 6, a->r);
 }
 
-int keng_publish_alert(const keng_publish_ctx *c, const char *alert_id, int revision,
-                       const cJSON *view, keng_publish_stats *out)
+/* ---- jobs ---- */
+
+struct keng_publish_job {
+    int64_t id;
+    char kind[8]; /* alert | event | relay */
+    char *alert_id, *event, *group_id, *note, *actor, *cursor;
+    int revision, phase, gi;
+    int64_t next_at;
+    cJSON *view, *groups, *relay_groups;
+    keng_publish_stats st;
+};
+
+void keng_publish_job_free(keng_publish_job *j)
 {
-    memset(out, 0, sizeof *out);
+    if (!j) return;
+    free(j->alert_id);
+    free(j->event);
+    free(j->group_id);
+    free(j->note);
+    free(j->actor);
+    free(j->cursor);
+    cJSON_Delete(j->view);
+    cJSON_Delete(j->groups);
+    cJSON_Delete(j->relay_groups);
+    free(j);
+}
+
+int64_t keng_publish_job_id(const keng_publish_job *j)
+{
+    return j->id;
+}
+
+const char *keng_publish_job_alert(const keng_publish_job *j)
+{
+    return j->alert_id;
+}
+
+void keng_publish_job_stats(const keng_publish_job *j, keng_publish_stats *out)
+{
+    *out = j->st;
+}
+
+static char *dup_col(sqlite3_stmt *s, int col)
+{
+    return sqlite3_column_type(s, col) == SQLITE_NULL ? NULL : strdup(keng_store_text(s, col));
+}
+
+int keng_publish_job_next(keng_store *st, int64_t after, keng_publish_job **out)
+{
+    *out = NULL;
+    sqlite3_stmt *s = keng_store_stmt(
+        st, "SELECT j.id, kind, alert_id, revision, event, group_id, note, actor, next_at, view,"
+            " groups, relay_groups, phase, gi, cursor, n_groups, n_relay_groups, n_recipients,"
+            " n_held, n_unreachable, n_deliveries FROM publish_jobs j"
+            " JOIN publish_job_state s ON s.job = j.id WHERE j.id > ?1 ORDER BY j.id LIMIT 1");
+    if (!s) return -EIO;
+    sqlite3_bind_int64(s, 1, after);
+    int sr = sqlite3_step(s), rc = 0;
+    if (sr != SQLITE_ROW) {
+        sqlite3_reset(s);
+        return sr == SQLITE_DONE ? -ENOENT : keng_store_errno(sr);
+    }
+    keng_publish_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        sqlite3_reset(s);
+        return -ENOMEM;
+    }
+    j->id = sqlite3_column_int64(s, 0);
+    snprintf(j->kind, sizeof j->kind, "%s", keng_store_text(s, 1));
+    j->alert_id = dup_col(s, 2);
+    j->revision = sqlite3_column_int(s, 3);
+    j->event = dup_col(s, 4);
+    j->group_id = dup_col(s, 5);
+    j->note = dup_col(s, 6);
+    j->actor = dup_col(s, 7);
+    j->next_at = sqlite3_column_int64(s, 8);
+    j->view = cJSON_Parse(keng_store_text(s, 9));
+    j->groups = cJSON_Parse(keng_store_text(s, 10));
+    j->relay_groups = cJSON_Parse(keng_store_text(s, 11));
+    j->phase = sqlite3_column_int(s, 12);
+    j->gi = sqlite3_column_int(s, 13);
+    j->cursor = dup_col(s, 14);
+    j->st.groups = sqlite3_column_int(s, 15);
+    j->st.relay_groups = sqlite3_column_int(s, 16);
+    j->st.recipients = sqlite3_column_int(s, 17);
+    j->st.held = sqlite3_column_int(s, 18);
+    j->st.unreachable = sqlite3_column_int(s, 19);
+    j->st.deliveries = sqlite3_column_int(s, 20);
+    sqlite3_reset(s);
+    if (!j->alert_id || !j->event || !j->actor || !j->cursor || !cJSON_IsObject(j->view) ||
+        !cJSON_IsArray(j->groups) || !cJSON_IsArray(j->relay_groups))
+        rc = -EILSEQ;
+    if (rc) {
+        keng_publish_job_free(j);
+        return rc;
+    }
+    *out = j;
+    return 0;
+}
+
+/* Stores a new job; its counts so far from *st. */
+static int job_insert(const keng_publish_ctx *c, const char *kind, const char *alert_id,
+                      int revision, const char *event, const char *group_id, const char *note,
+                      const char *actor, int64_t next_at, const cJSON *view, const char *groups,
+                      const char *relay_groups, const keng_publish_stats *st, int64_t *id)
+{
+    char *vj = cJSON_PrintUnformatted(view);
+    sqlite3_stmt *s = keng_store_stmt(
+        c->st, "INSERT INTO publish_jobs(kind, alert_id, revision, event, group_id, note, actor,"
+               " next_at, view, groups, relay_groups, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)");
+    sqlite3_stmt *t = keng_store_stmt(
+        c->st, "INSERT INTO publish_job_state(job, n_groups, n_relay_groups, n_recipients,"
+               " n_unreachable, n_deliveries) VALUES (?,?,?,?,?,?)");
+    if (!s || !t || !vj) {
+        cJSON_free(vj);
+        return s && t ? -ENOMEM : -EIO;
+    }
+    sqlite3_bind_text(s, 1, kind, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, alert_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int(s, 3, revision);
+    sqlite3_bind_text(s, 4, event, -1, SQLITE_TRANSIENT);
+    if (group_id) sqlite3_bind_text(s, 5, group_id, -1, SQLITE_TRANSIENT);
+    if (note) sqlite3_bind_text(s, 6, note, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 7, actor ? actor : "", -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 8, next_at);
+    sqlite3_bind_text(s, 9, vj, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 10, groups ? groups : "[]", -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 11, relay_groups ? relay_groups : "[]", -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 12, c->now);
+    cJSON_free(vj);
+    int rc = step_done(s);
+    if (rc) return rc;
+    *id = sqlite3_last_insert_rowid(keng_store_db(c->st));
+    sqlite3_bind_int64(t, 1, *id);
+    sqlite3_bind_int(t, 2, st->groups);
+    sqlite3_bind_int(t, 3, st->relay_groups);
+    sqlite3_bind_int(t, 4, st->recipients);
+    sqlite3_bind_int(t, 5, st->unreachable);
+    sqlite3_bind_int(t, 6, st->deliveries);
+    return step_done(t);
+}
+
+/* A JSON array of the target groups' ids with that relay mode, in id order. */
+static char *tg_ids(const keng_publish_ctx *c, const char *relay)
+{
+    sqlite3_stmt *s = keng_store_stmt(
+        c->st, "SELECT json_group_array(id) FROM (SELECT id FROM temp.tg WHERE relay = ?1"
+               " ORDER BY id)");
+    if (!s) return NULL;
+    sqlite3_bind_text(s, 1, relay, -1, SQLITE_STATIC);
+    char *out = sqlite3_step(s) == SQLITE_ROW ? strdup(keng_store_text(s, 0)) : NULL;
+    sqlite3_reset(s);
+    return out;
+}
+
+int keng_publish_begin_alert(const keng_publish_ctx *c, const char *alert_id, int revision,
+                             const cJSON *view, const char *actor, int64_t *job)
+{
+    keng_publish_stats st;
+    memset(&st, 0, sizeof st);
     const char *urgency = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(view, "urgency"));
     int immediate = urgency && !strcmp(urgency, "immediate");
     int64_t next_at = keng_publish_not_before(c->cfg, urgency, c->now);
-    area ar = area_of(view);
+    char *groups = NULL, *relay_groups = NULL;
     int rc = keng_store_begin(c->st);
     if (rc) return rc;
-    if ((rc = resolve_targets(c, view, out))) goto fail;
-    /* Leaders first, then households reached directly: a member keeps the strongest way it
-     * is reached. Households of leader-relay groups become recipients when relayed. */
-    static const char *const passes[] = {
+    if ((rc = resolve_targets(c, view, &st))) goto out;
+    /* Leaders now (a member keeps the strongest way it is reached: leaders first), the
+     * households of the other groups in the job's chunks. Households of leader-relay groups
+     * become recipients when relayed. */
+    sqlite3_stmt *s = keng_store_stmt(
+        c->st,
         "INSERT INTO recipients(alert_id, member_id, via_group, role, state, rtoken)"
         " SELECT ?1, tg.leader, tg.id, 'leader', 'sent', keng_link_hash('l', ?1, tg.leader)"
         " FROM temp.tg tg JOIN members m ON m.id = tg.leader WHERE tg.relay = 'leader'"
-        "  AND ?2 = ?2 AND ?3 = ?3 AND ?4 = ?4 AND ?5 = ?5 AND ?6 = ?6"
         " ON CONFLICT(alert_id, member_id) DO UPDATE SET role = 'leader', state = 'sent',"
-        "  via_group = excluded.via_group, rtoken = excluded.rtoken",
-        "INSERT INTO recipients(alert_id, member_id, via_group, role, state, rtoken)"
-        " SELECT ?1, j.member_id, tg.id, 'member', 'sent', keng_link_hash('r', ?1, j.member_id)"
-        " FROM temp.tg tg JOIN memberships j ON j.group_id = tg.id JOIN members m ON m.id = j.member_id"
-        " WHERE tg.relay = 'auto' AND " AREA_SQL
-        " ON CONFLICT(alert_id, member_id) DO NOTHING",
-    };
-    for (size_t i = 0; i < 2 && !rc; i++) {
-        sqlite3_stmt *s = keng_store_stmt(c->st, passes[i]);
-        if (!s) {
-            rc = -EIO;
-            break;
-        }
-        sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_TRANSIENT);
-        bind_area(s, &ar);
-        rc = step_done(s);
-    }
-    if (rc) goto fail;
-    sqlite3_stmt *s = keng_store_stmt(
-        c->st, "INSERT OR IGNORE INTO relays(alert_id, group_id, leader_id, state, due_at)"
-               " SELECT ?1, id, leader, 'waiting', CASE WHEN ?2 THEN ?3 + relay_timeout END"
-               " FROM temp.tg WHERE relay = 'leader' AND leader IS NOT NULL");
+        "  via_group = excluded.via_group, rtoken = excluded.rtoken");
     if (!s) {
         rc = -EIO;
-        goto fail;
+        goto out;
+    }
+    sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_TRANSIENT);
+    if ((rc = step_done(s))) goto out;
+    s = keng_store_stmt(c->st, "INSERT OR IGNORE INTO relays(alert_id, group_id, leader_id, state,"
+                               " due_at) SELECT ?1, id, leader, 'waiting',"
+                               " CASE WHEN ?2 THEN ?3 + relay_timeout END"
+                               " FROM temp.tg WHERE relay = 'leader' AND leader IS NOT NULL");
+    if (!s) {
+        rc = -EIO;
+        goto out;
     }
     sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int(s, 2, immediate);
     sqlite3_bind_int64(s, 3, c->now);
-    if ((rc = step_done(s))) goto fail;
-    out->relay_groups = sqlite3_changes(keng_store_db(c->st));
-    s = keng_store_stmt(c->st, "SELECT count(*), sum(json_array_length(m.contacts) = 0)"
+    if ((rc = step_done(s))) goto out;
+    st.relay_groups = sqlite3_changes(keng_store_db(c->st));
+    /* Only leaders are recipients yet: these few rows are counted now. */
+    s = keng_store_stmt(c->st, "SELECT count(*), coalesce(sum(json_array_length(m.contacts) = 0), 0)"
                                " FROM recipients r JOIN members m ON m.id = r.member_id"
                                " WHERE r.alert_id = ?1");
     if (!s) {
         rc = -EIO;
-        goto fail;
+        goto out;
     }
     sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_TRANSIENT);
     if (sqlite3_step(s) == SQLITE_ROW) {
-        out->recipients = sqlite3_column_int(s, 0);
-        out->unreachable = sqlite3_column_int(s, 1);
+        st.recipients = sqlite3_column_int(s, 0);
+        st.unreachable = sqlite3_column_int(s, 1);
     }
     sqlite3_reset(s);
-    /* Households waiting for their leader: in a relay group and not reached otherwise. */
-    s = keng_store_stmt(c->st, "SELECT count(DISTINCT j.member_id) FROM temp.tg tg"
-                               " JOIN memberships j ON j.group_id = tg.id"
-                               " JOIN members m ON m.id = j.member_id"
-                               " WHERE tg.relay = 'leader' AND j.member_id <> tg.leader AND " AREA_SQL
-                               " AND NOT EXISTS (SELECT 1 FROM recipients r WHERE r.alert_id = ?1"
-                               "  AND r.member_id = j.member_id)");
-    if (!s) {
-        rc = -EIO;
-        goto fail;
+    if ((rc = messages_for(c, alert_id, revision, "alert", view, &ALL_RECIPIENTS, NULL)) ||
+        (rc = deliveries_for(c, alert_id, revision, "alert", &ALL_RECIPIENTS, NULL, next_at, 0,
+                             &st.deliveries)) ||
+        (rc = group_channels(c, alert_id, revision, "alert", view, NULL, next_at, &st.deliveries)))
+        goto out;
+    groups = tg_ids(c, "auto");
+    relay_groups = tg_ids(c, "leader");
+    if (!groups || !relay_groups) {
+        rc = -ENOMEM;
+        goto out;
     }
-    sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_TRANSIENT);
-    bind_area(s, &ar);
-    if (sqlite3_step(s) == SQLITE_ROW) out->held = sqlite3_column_int(s, 0);
-    sqlite3_reset(s);
-    if ((rc = messages_for(c, alert_id, revision, "alert", view, NULL, NULL))) goto fail;
-    if ((rc = deliveries_for(c, alert_id, revision, "alert", NULL, NULL, next_at, 0,
-                             &out->deliveries)))
-        goto fail;
-    if ((rc = group_channels(c, alert_id, revision, "alert", view, NULL, next_at, &out->deliveries)))
-        goto fail;
+    rc = job_insert(c, "alert", alert_id, revision, "alert", NULL, NULL, actor, next_at, view,
+                    groups, relay_groups, &st, job);
+out:
+    free(groups);
+    free(relay_groups);
+    if (rc) {
+        keng_store_rollback(c->st);
+        return rc;
+    }
     return keng_store_commit(c->st);
-fail:
-    keng_store_rollback(c->st);
-    return rc;
 }
 
-int keng_publish_event(const keng_publish_ctx *c, const char *alert_id, int revision,
-                       const char *event, const cJSON *view, keng_publish_stats *out)
+int keng_publish_begin_event(const keng_publish_ctx *c, const char *alert_id, int revision,
+                             const char *event, const cJSON *view, const char *actor, int64_t *job)
 {
-    memset(out, 0, sizeof *out);
+    keng_publish_stats st;
+    memset(&st, 0, sizeof st);
     int rc = keng_store_begin(c->st);
     if (rc) return rc;
     const char *urgency = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(view, "urgency"));
@@ -518,16 +714,15 @@ int keng_publish_event(const keng_publish_ctx *c, const char *alert_id, int revi
             rc = step_done(s);
         }
     }
-    if (!rc) rc = messages_for(c, alert_id, revision, event, view, NULL, NULL);
-    if (!rc)
-        rc = deliveries_for(c, alert_id, revision, event, NULL, NULL, next_at, 0, &out->deliveries);
     if (!rc) {
-        /* The groups' own chats that got the alert get the news too. */
+        /* The groups' own chats that got the alert get the news too (a range of the
+         * recipient index: "group;" follows "group:"). */
         sqlite3_stmt *s = keng_store_stmt(
-            c->st, "SELECT DISTINCT substr(recipient, 7) FROM deliveries"
-                   " WHERE alert_id = ?1 AND event = 'alert' AND recipient LIKE 'group:%'");
+            c->st, "SELECT DISTINCT substr(recipient, 7) FROM deliveries WHERE alert_id = ?1"
+                   " AND recipient >= 'group:' AND recipient < 'group;' AND event = 'alert'");
         cJSON *gids = cJSON_CreateArray();
-        if (s) {
+        if (!s) rc = -EIO;
+        else {
             sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_TRANSIENT);
             while (sqlite3_step(s) == SQLITE_ROW)
                 cJSON_AddItemToArray(gids, cJSON_CreateString(keng_store_text(s, 0)));
@@ -535,9 +730,12 @@ int keng_publish_event(const keng_publish_ctx *c, const char *alert_id, int revi
         }
         for (const cJSON *g = gids->child; g && !rc; g = g->next)
             rc = group_channels(c, alert_id, revision, event, view, g->valuestring, next_at,
-                                &out->deliveries);
+                                &st.deliveries);
         cJSON_Delete(gids);
     }
+    if (!rc)
+        rc = job_insert(c, "event", alert_id, revision, event, NULL, NULL, actor, next_at, view,
+                        NULL, NULL, &st, job);
     if (rc) {
         keng_store_rollback(c->st);
         return rc;
@@ -545,11 +743,10 @@ int keng_publish_event(const keng_publish_ctx *c, const char *alert_id, int revi
     return keng_store_commit(c->st);
 }
 
-int keng_publish_relay(const keng_publish_ctx *c, const char *alert_id, const char *group_id,
-                       int revision, const cJSON *view, const char *note, const char *by,
-                       keng_publish_stats *out)
+int keng_publish_begin_relay(const keng_publish_ctx *c, const char *alert_id, const char *group_id,
+                             int revision, const cJSON *view, const char *note, const char *by,
+                             int64_t *job)
 {
-    memset(out, 0, sizeof *out);
     int rc = keng_store_begin(c->st);
     if (rc) return rc;
     sqlite3_stmt *s = keng_store_stmt(
@@ -565,32 +762,269 @@ int keng_publish_relay(const keng_publish_ctx *c, const char *alert_id, const ch
         rc = step_done(s);
         if (!rc && sqlite3_changes(keng_store_db(c->st)) == 0) rc = -EALREADY;
     }
-    if (!rc) {
-        /* The group's households not reached some other way become recipients now. */
-        s = keng_store_stmt(
-            c->st, "INSERT INTO recipients(alert_id, member_id, via_group, role, state, rtoken)"
-                   " SELECT ?1, j.member_id, ?7, 'member', 'sent', keng_link_hash('r', ?1, j.member_id)"
-                   " FROM memberships j JOIN members m ON m.id = j.member_id"
-                   " JOIN groups g ON g.id = j.group_id"
-                   " WHERE j.group_id = ?7 AND j.member_id <> coalesce(g.leader, '') AND " AREA_SQL
-                   " ON CONFLICT(alert_id, member_id) DO NOTHING");
-        if (!s) rc = -EIO;
-        else {
-            area ar = area_of(view);
-            sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_TRANSIENT);
-            bind_area(s, &ar);
-            sqlite3_bind_text(s, 7, group_id, -1, SQLITE_TRANSIENT);
-            rc = step_done(s);
-            out->recipients = sqlite3_changes(keng_store_db(c->st));
-        }
-    }
-    const char *n = note && *note ? note : NULL;
     const char *urgency = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(view, "urgency"));
     int64_t next_at = keng_publish_not_before(c->cfg, urgency, c->now);
-    if (!rc) rc = messages_for(c, alert_id, revision, "alert", view, group_id, n);
-    if (!rc)
-        rc = deliveries_for(c, alert_id, revision, "alert", group_id, n, next_at, 1,
-                            &out->deliveries);
+    if (!rc) {
+        keng_publish_stats st;
+        memset(&st, 0, sizeof st);
+        char groups[512];
+        cJSON *g = cJSON_CreateArray();
+        cJSON_AddItemToArray(g, cJSON_CreateString(group_id));
+        if (!cJSON_PrintPreallocated(g, groups, sizeof groups, 0)) rc = -E2BIG;
+        cJSON_Delete(g);
+        if (!rc)
+            rc = job_insert(c, "relay", alert_id, revision, "alert", group_id,
+                            note && *note ? note : NULL, by, next_at, view, groups, NULL, &st, job);
+    }
+    if (rc == -EALREADY) { /* nothing was written: the caller's transaction goes on */
+        int cr = keng_store_commit(c->st);
+        return cr ? cr : rc;
+    }
+    if (rc) {
+        keng_store_rollback(c->st);
+        return rc;
+    }
+    return keng_store_commit(c->st);
+}
+
+/* The bound of the next chunk: the n-th id after lo in the list (members of a group, or
+ * recipients of the alert), or RANGE_END when fewer are left. *hi is malloc'd. */
+static int chunk_hi(const keng_publish_ctx *c, const char *alert_id, const char *group_id,
+                    const char *lo, int n, char **hi)
+{
+    sqlite3_stmt *s = keng_store_stmt(
+        c->st, group_id ? "SELECT member_id FROM memberships WHERE group_id = ?1 AND member_id > ?2"
+                          " ORDER BY member_id LIMIT 1 OFFSET ?3"
+                        : "SELECT member_id FROM recipients WHERE alert_id = ?1 AND member_id > ?2"
+                          " ORDER BY member_id LIMIT 1 OFFSET ?3");
+    if (!s) return -EIO;
+    sqlite3_bind_text(s, 1, group_id ? group_id : alert_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 2, lo, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int(s, 3, n - 1);
+    int sr = sqlite3_step(s);
+    *hi = strdup(sr == SQLITE_ROW ? keng_store_text(s, 0) : RANGE_END);
+    sqlite3_reset(s);
+    if (sr != SQLITE_ROW && sr != SQLITE_DONE) return keng_store_errno(sr);
+    return *hi ? 0 : -ENOMEM;
+}
+
+/* Households of group r->via_group in (lo, hi] become recipients and get their deliveries. */
+static int step_group(const keng_publish_ctx *c, keng_publish_job *j, const range *r, int relay)
+{
+    area ar = area_of(j->view);
+    sqlite3_stmt *s = keng_store_stmt(
+        c->st, "INSERT INTO recipients(alert_id, member_id, via_group, role, state, rtoken)"
+               " SELECT ?1, j.member_id, ?7, 'member', 'sent', keng_link_hash('r', ?1, j.member_id)"
+               " FROM memberships j JOIN members m ON m.id = j.member_id"
+               " WHERE j.group_id = ?7 AND j.member_id > ?8 AND j.member_id <= ?9"
+               " AND (?10 = 0 OR j.member_id <> coalesce((SELECT leader FROM groups"
+               "  WHERE id = ?7), '')) AND " AREA_SQL
+               " ON CONFLICT(alert_id, member_id) DO NOTHING");
+    if (!s) return -EIO;
+    sqlite3_bind_text(s, 1, j->alert_id, -1, SQLITE_TRANSIENT);
+    bind_area(s, &ar);
+    sqlite3_bind_text(s, 7, r->via_group, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 8, r->lo, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 9, r->hi, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int(s, 10, relay);
+    int rc = step_done(s);
+    if (rc) return rc;
+    int added = sqlite3_changes(keng_store_db(c->st));
+    j->st.recipients += added;
+    if (added) {
+        s = keng_store_stmt(c->st, "SELECT count(*) FROM " FROM_GROUP " JOIN members m"
+                                   " ON m.id = r.member_id WHERE" RANGE_GROUP
+                                   " AND json_array_length(m.contacts) = 0");
+        if (!s) return -EIO;
+        bind_range(s, j->alert_id, r);
+        if (sqlite3_step(s) == SQLITE_ROW) j->st.unreachable += sqlite3_column_int(s, 0);
+        sqlite3_reset(s);
+        if ((rc = messages_for(c, j->alert_id, j->revision, j->event, j->view, r, j->note)))
+            return rc;
+        rc = deliveries_for(c, j->alert_id, j->revision, j->event, r, j->note, j->next_at, 1,
+                            &j->st.deliveries);
+    }
+    return rc;
+}
+
+/* Households of leader-relay group r->via_group in (lo, hi] that wait for their leader: not
+ * reached otherwise, and not counted with an earlier relay group already. */
+static int step_held(const keng_publish_ctx *c, keng_publish_job *j, const range *r)
+{
+    area ar = area_of(j->view);
+    cJSON *earlier = cJSON_CreateArray();
+    int i = 0;
+    for (const cJSON *g = j->relay_groups->child; g && i < j->gi; g = g->next, i++)
+        cJSON_AddItemToArray(earlier, cJSON_CreateString(g->valuestring));
+    char *ej = cJSON_PrintUnformatted(earlier);
+    cJSON_Delete(earlier);
+    sqlite3_stmt *s = keng_store_stmt(
+        c->st, "SELECT count(*) FROM memberships j JOIN members m ON m.id = j.member_id"
+               " WHERE j.group_id = ?7 AND j.member_id > ?8 AND j.member_id <= ?9"
+               " AND j.member_id <> coalesce((SELECT leader FROM groups WHERE id = ?7), '')"
+               " AND " AREA_SQL " AND NOT EXISTS (SELECT 1 FROM recipients r"
+               "  WHERE r.alert_id = ?1 AND r.member_id = j.member_id)"
+               " AND NOT EXISTS (SELECT 1 FROM memberships k WHERE k.member_id = j.member_id"
+               "  AND k.group_id IN (SELECT value FROM json_each(?10)))");
+    if (!s || !ej) {
+        cJSON_free(ej);
+        return s ? -ENOMEM : -EIO;
+    }
+    sqlite3_bind_text(s, 1, j->alert_id, -1, SQLITE_TRANSIENT);
+    bind_area(s, &ar);
+    sqlite3_bind_text(s, 7, r->via_group, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 8, r->lo, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 9, r->hi, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 10, ej, -1, SQLITE_TRANSIENT);
+    cJSON_free(ej);
+    int sr = sqlite3_step(s);
+    if (sr == SQLITE_ROW) j->st.held += sqlite3_column_int(s, 0);
+    sqlite3_reset(s);
+    return sr == SQLITE_ROW ? 0 : keng_store_errno(sr);
+}
+
+static int job_save(const keng_publish_ctx *c, const keng_publish_job *j)
+{
+    sqlite3_stmt *s = keng_store_stmt(
+        c->st, "UPDATE publish_job_state SET phase = ?2, gi = ?3, cursor = ?4, n_recipients = ?5,"
+               " n_held = ?6, n_unreachable = ?7, n_deliveries = ?8 WHERE job = ?1");
+    if (!s) return -EIO;
+    sqlite3_bind_int64(s, 1, j->id);
+    sqlite3_bind_int(s, 2, j->phase);
+    sqlite3_bind_int(s, 3, j->gi);
+    sqlite3_bind_text(s, 4, j->cursor, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int(s, 5, j->st.recipients);
+    sqlite3_bind_int(s, 6, j->st.held);
+    sqlite3_bind_int(s, 7, j->st.unreachable);
+    sqlite3_bind_int(s, 8, j->st.deliveries);
+    return step_done(s);
+}
+
+/* The job's audit line, then the job is gone. */
+static int job_finish(const keng_publish_ctx *c, const keng_publish_job *j)
+{
+    cJSON *d = cJSON_CreateObject();
+    char action[32];
+    if (!strcmp(j->kind, "alert")) {
+        snprintf(action, sizeof action, "alert.publish");
+        cJSON_AddNumberToObject(d, "revision", j->revision);
+        cJSON_AddNumberToObject(d, "groups", j->st.groups);
+        cJSON_AddNumberToObject(d, "relay_groups", j->st.relay_groups);
+        cJSON_AddNumberToObject(d, "recipients", j->st.recipients);
+        cJSON_AddNumberToObject(d, "held", j->st.held);
+        cJSON_AddNumberToObject(d, "unreachable", j->st.unreachable);
+        cJSON_AddNumberToObject(d, "deliveries", j->st.deliveries);
+    } else if (!strcmp(j->kind, "relay")) {
+        snprintf(action, sizeof action, "%s", strcmp(j->actor, "keng") ? "relay.leader" : "relay.timeout");
+        cJSON_AddStringToObject(d, "group", j->group_id ? j->group_id : "");
+        cJSON_AddNumberToObject(d, "households", j->st.recipients);
+        cJSON_AddNumberToObject(d, "deliveries", j->st.deliveries);
+        if (j->note) cJSON_AddBoolToObject(d, "note", 1);
+    } else {
+        snprintf(action, sizeof action, "alert.%s", j->event);
+        cJSON_AddNumberToObject(d, "revision", j->revision);
+        cJSON_AddNumberToObject(d, "deliveries", j->st.deliveries);
+    }
+    if (keng_audit_append(c->st, j->actor, action, j->alert_id, d) < 0) return -EIO;
+    sqlite3_stmt *s = keng_store_stmt(c->st, "DELETE FROM publish_jobs WHERE id = ?1");
+    sqlite3_stmt *t = keng_store_stmt(c->st, "DELETE FROM publish_job_state WHERE job = ?1");
+    if (!s || !t) return -EIO;
+    sqlite3_bind_int64(s, 1, j->id);
+    sqlite3_bind_int64(t, 1, j->id);
+    int rc = step_done(t);
+    return rc ? rc : step_done(s);
+}
+
+int keng_publish_job_step(const keng_publish_ctx *c, keng_publish_job *j, int max_rows, int *done)
+{
+    *done = 0;
+    if (max_rows < 1) max_rows = 1;
+    /* The list this phase walks: the job's groups (households), its relay groups (held), or
+     * the alert's recipients (an update, a resolution, a cancellation). */
+    const cJSON *list = NULL;
+    int held = 0;
+    if (!strcmp(j->kind, "alert") || !strcmp(j->kind, "relay")) {
+        held = j->phase == 1;
+        list = held ? j->relay_groups : j->groups;
+    }
+    const char *gid = NULL;
+    if (list) {
+        const cJSON *g = cJSON_GetArrayItem(list, j->gi);
+        if (!g) { /* this phase is done */
+            if (!strcmp(j->kind, "alert") && j->phase == 0) {
+                j->phase = 1;
+                j->gi = 0;
+                free(j->cursor);
+                j->cursor = strdup("");
+                if (!j->cursor) return -ENOMEM;
+                return job_save(c, j);
+            }
+            *done = 1;
+            return job_finish(c, j);
+        }
+        gid = cJSON_GetStringValue(g);
+        if (!gid) return -EILSEQ;
+    }
+    char *hi = NULL;
+    int rc = chunk_hi(c, j->alert_id, gid, j->cursor, max_rows, &hi);
+    if (rc) {
+        free(hi);
+        return rc;
+    }
+    range r = {gid, j->cursor, hi};
+    if (!list) {
+        rc = messages_for(c, j->alert_id, j->revision, j->event, j->view, &r, NULL);
+        if (!rc)
+            rc = deliveries_for(c, j->alert_id, j->revision, j->event, &r, NULL, j->next_at, 0,
+                                &j->st.deliveries);
+    } else if (held)
+        rc = step_held(c, j, &r);
+    else
+        rc = step_group(c, j, &r, !strcmp(j->kind, "relay"));
+    if (rc) {
+        free(hi);
+        return rc;
+    }
+    if (!strcmp(hi, RANGE_END)) { /* the end of this list */
+        free(hi);
+        if (!list) {
+            *done = 1;
+            return job_finish(c, j);
+        }
+        j->gi++;
+        hi = strdup("");
+        if (!hi) return -ENOMEM;
+    }
+    free(j->cursor);
+    j->cursor = hi;
+    return job_save(c, j);
+}
+
+/* Everything at once, in one transaction: for callers without a loop (tests, tools). */
+static int run_all(const keng_publish_ctx *c, int64_t id, keng_publish_stats *out)
+{
+    int rc = keng_store_begin(c->st);
+    if (rc) return rc;
+    keng_publish_job *j = NULL;
+    if (!(rc = keng_publish_job_next(c->st, id - 1, &j)) && j->id != id) rc = -ENOENT;
+    for (int done = 0; !rc && !done;) rc = keng_publish_job_step(c, j, 1 << 20, &done);
+    if (!rc) keng_publish_job_stats(j, out);
+    keng_publish_job_free(j);
+    if (rc) {
+        keng_store_rollback(c->st);
+        return rc;
+    }
+    return keng_store_commit(c->st);
+}
+
+int keng_publish_alert(const keng_publish_ctx *c, const char *alert_id, int revision,
+                       const cJSON *view, keng_publish_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    int64_t id;
+    int rc = keng_store_begin(c->st);
+    if (!rc) rc = keng_publish_begin_alert(c, alert_id, revision, view, "", &id);
+    if (!rc) rc = run_all(c, id, out);
     if (rc) {
         keng_store_rollback(c->st);
         return rc;

@@ -110,6 +110,25 @@ static const char *const migrations[] = {
     "DROP INDEX deliveries_alert;"
     "CREATE INDEX deliveries_alert ON deliveries(alert_id);"
     "CREATE INDEX deliveries_dead ON deliveries(alert_id) WHERE status = 'dead';",
+    /* 3: publish jobs. Publishing to a whole ward is done a few hundred households at a time
+     * between loop turns (publish.h). A job is what a publication, relay or update needs (its
+     * view, its groups: written once) and where it stands (publish_job_state: phase, group
+     * index, last member id done, counts so far: rewritten with each chunk, so it is small).
+     * Stored with the alert's revision, deleted when done: a publication cut by a crash goes
+     * on from its last chunk at the next start. */
+    "CREATE TABLE publish_jobs ("
+    "  id INTEGER PRIMARY KEY, kind TEXT NOT NULL, alert_id TEXT NOT NULL,"
+    "  revision INTEGER NOT NULL, event TEXT NOT NULL, group_id TEXT, note TEXT,"
+    "  actor TEXT NOT NULL DEFAULT '', next_at INTEGER NOT NULL DEFAULT 0, view TEXT NOT NULL,"
+    "  groups TEXT NOT NULL DEFAULT '[]', relay_groups TEXT NOT NULL DEFAULT '[]',"
+    "  created_at INTEGER NOT NULL);"
+    "CREATE TABLE publish_job_state ("
+    "  job INTEGER PRIMARY KEY REFERENCES publish_jobs(id) ON DELETE CASCADE,"
+    "  phase INTEGER NOT NULL DEFAULT 0, gi INTEGER NOT NULL DEFAULT 0,"
+    "  cursor TEXT NOT NULL DEFAULT '', n_groups INTEGER NOT NULL DEFAULT 0,"
+    "  n_relay_groups INTEGER NOT NULL DEFAULT 0, n_recipients INTEGER NOT NULL DEFAULT 0,"
+    "  n_held INTEGER NOT NULL DEFAULT 0, n_unreachable INTEGER NOT NULL DEFAULT 0,"
+    "  n_deliveries INTEGER NOT NULL DEFAULT 0);",
 };
 
 int keng_store_errno(int rc)

@@ -33,6 +33,7 @@ typedef struct keng_app {
     struct keng_ckpt *ckpt; /* WAL checkpoints in the thread pool (ckpt.h) */
     keng_http_server *http;
     struct keng_fanout *fanout;
+    struct keng_pubq *pubq; /* publish jobs, a chunk of households per loop turn (pubq.h) */
     keng_tplset *templates;
     unsigned char secret[32];
     struct keng_hmac_cache *link_macs; /* the secret's key schedule, for links (app_fanout.c) */
@@ -52,6 +53,7 @@ typedef struct keng_app {
 } keng_app;
 
 typedef struct keng_call keng_call;
+struct keng_publish_stats;
 typedef void (*keng_api_fn)(keng_call *c);
 
 typedef struct keng_api_route {
@@ -73,6 +75,8 @@ struct keng_call {
     const keng_api_route *route;
     void *state;
     void (*state_free)(void *);
+    /* keng_api_after_jobs: how to answer once the publish jobs are done */
+    void (*after_jobs)(keng_call *c, int rc, const struct keng_publish_stats *sum);
 };
 
 /* Wires the HTTP server callbacks to the route table. */
@@ -80,6 +84,11 @@ void keng_api_http_config(keng_app *app, keng_http_config *hc);
 /* Parses the request body as a JSON object (UTF-8 checked, depth bounded). On error it has
  * already answered 400/415 and returns NULL. The caller owns the result. */
 cJSON *keng_api_json_body(keng_call *c);
+/* Answers c once the publish jobs ids[0..n) are done (pubq.h): after(c, rc, sum) then responds
+ * (rc 0 with the jobs' summed counts; an error when the jobs are held up — they go on — or
+ * kengd stops first). If the client goes away meanwhile, nothing is called. */
+void keng_api_after_jobs(keng_call *c, const int64_t *ids, int n,
+                         void (*after)(keng_call *c, int rc, const struct keng_publish_stats *sum));
 /* Answers status with the JSON take (owned); a 200 of a cached route is kept for later GETs. */
 void keng_api_respond_json(keng_call *c, int status, cJSON *take);
 /* 400 with code "invalid_field" naming the field. */
@@ -98,8 +107,11 @@ void keng_api_observe(keng_app *app, keng_http_server *s);
 #define KENG_BODY_CSV 1
 #define KENG_BODY_IMAGE 2
 
-/* The fan-out engine and the periodic work, wired to the app (app_fanout.c, app_cron.c). */
+/* The fan-out engine, the publish jobs and the periodic work, wired to the app (app_fanout.c,
+ * app_cron.c). Publish jobs run until stop_publish, after HTTP has drained: a publish request
+ * waiting for its job is answered first. */
 int keng_app_start_fanout(keng_app *app);
+void keng_app_stop_publish(keng_app *app);
 void keng_app_stop_fanout(keng_app *app, int grace_ms, void (*done)(void *), void *ud);
 void keng_app_free_fanout(keng_app *app);
 void keng_app_start_cron(keng_app *app);

@@ -1,0 +1,241 @@
+#include "keng/pubq.h"
+
+#include "keng/log.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct waiter {
+    struct waiter *next;
+    int64_t *ids;
+    int left, rc;
+    keng_publish_stats sum;
+    keng_pubq_done_fn done;
+    void *ud;
+} waiter;
+
+struct keng_pubq {
+    uv_loop_t *loop;
+    keng_store *st;
+    keng_pubq_config cfg;
+    uv_idle_t idle;
+    uv_timer_t retry;
+    int handles, closing, running;
+    keng_publish_job *cur; /* the job being run, as far as committed */
+    int fails;             /* its failed transactions in a row */
+    waiter *waits;
+};
+
+/* Tells the waits on job id that it ended (rc 0 with its counts, or an error). */
+static void notify(keng_pubq *q, int64_t id, int rc, const keng_publish_stats *st)
+{
+    waiter *ready = NULL, **pp = &q->waits;
+    while (*pp) {
+        waiter *w = *pp;
+        int hit = 0;
+        for (int i = 0; i < w->left && !hit; i++) {
+            if (w->ids[i] != id) continue;
+            w->ids[i] = w->ids[--w->left];
+            hit = 1;
+        }
+        if (hit && rc && !w->rc) w->rc = rc;
+        if (hit && st) {
+            w->sum.groups += st->groups;
+            w->sum.relay_groups += st->relay_groups;
+            w->sum.recipients += st->recipients;
+            w->sum.held += st->held;
+            w->sum.unreachable += st->unreachable;
+            w->sum.deliveries += st->deliveries;
+        }
+        if (hit && (w->left == 0 || rc)) {
+            *pp = w->next;
+            w->next = ready;
+            ready = w;
+        } else {
+            pp = &w->next;
+        }
+    }
+    /* Callbacks last: they may wait or unwait. */
+    while (ready) {
+        waiter *w = ready;
+        ready = w->next;
+        w->done(w->ud, w->rc, &w->sum);
+        free(w->ids);
+        free(w);
+    }
+}
+
+static void on_idle(uv_idle_t *h);
+
+static void schedule(keng_pubq *q)
+{
+    if (q->closing || q->running) return;
+    q->running = 1;
+    uv_idle_start(&q->idle, on_idle);
+}
+
+static void on_retry(uv_timer_t *t)
+{
+    schedule(t->data);
+}
+
+/* A transaction failed: the job is read again from the store, after a pause that grows. */
+static void failed(keng_pubq *q, int rc)
+{
+    int64_t id = q->cur ? keng_publish_job_id(q->cur) : 0;
+    keng_publish_job_free(q->cur);
+    q->cur = NULL;
+    q->fails++;
+    uint64_t pause = q->fails < 6 ? 250u << q->fails : 60000;
+    keng_error("publish job %lld: %s (attempt %d); trying again in %.1f s", (long long)id,
+               strerror(-rc), q->fails, (double)pause / 1000);
+    /* Whoever waits for it hears of the trouble; the job itself is kept and goes on. */
+    if (q->fails == 3 && id) notify(q, id, rc, NULL);
+    q->running = 0;
+    uv_idle_stop(&q->idle);
+    uv_timer_start(&q->retry, on_retry, pause, 0);
+}
+
+static void on_idle(uv_idle_t *h)
+{
+    keng_pubq *q = h->data;
+    int rc;
+    if (!q->cur) {
+        rc = keng_publish_job_next(q->st, 0, &q->cur);
+        if (rc == -ENOENT) {
+            q->running = 0;
+            uv_idle_stop(&q->idle);
+            return;
+        }
+        if (rc == -EILSEQ) { /* a row that cannot be read cannot be run: said and dropped */
+            keng_error("publish: a stored job cannot be read; dropped");
+            keng_store_exec(q->st, "DELETE FROM publish_job_state WHERE job = (SELECT min(id)"
+                                   " FROM publish_jobs); DELETE FROM publish_jobs WHERE id ="
+                                   " (SELECT min(id) FROM publish_jobs)");
+            return;
+        }
+        if (rc) {
+            failed(q, rc);
+            return;
+        }
+    }
+    keng_publish_ctx c;
+    q->cfg.ctx(q->cfg.ud, &c);
+    keng_publish_job *j = q->cur;
+    int done = 0;
+    uint64_t t0 = uv_hrtime(), budget = (uint64_t)q->cfg.budget_ms * 1000000u;
+    rc = keng_store_begin(q->st);
+    while (!rc && !done) {
+        rc = keng_publish_job_step(&c, j, q->cfg.chunk, &done);
+        if (uv_hrtime() - t0 >= budget) break;
+    }
+    if (!rc) rc = keng_store_commit(q->st);
+    else keng_store_rollback(q->st);
+    if (rc) {
+        failed(q, rc);
+        return;
+    }
+    q->fails = 0;
+    keng_publish_stats st;
+    keng_publish_job_stats(j, &st);
+    if (q->cfg.on_step) q->cfg.on_step(q->cfg.ud, keng_publish_job_alert(j), done, &st);
+    if (done) {
+        int64_t id = keng_publish_job_id(j);
+        q->cur = NULL;
+        keng_publish_job_free(j);
+        notify(q, id, 0, &st);
+    }
+}
+
+int keng_pubq_new(uv_loop_t *loop, keng_store *st, const keng_pubq_config *cfg, keng_pubq **out)
+{
+    *out = NULL;
+    keng_pubq *q = calloc(1, sizeof *q);
+    if (!q) return -ENOMEM;
+    q->loop = loop;
+    q->st = st;
+    q->cfg = *cfg;
+    if (q->cfg.budget_ms <= 0) q->cfg.budget_ms = 4;
+    if (q->cfg.chunk <= 0) q->cfg.chunk = 256;
+    uv_idle_init(loop, &q->idle);
+    uv_timer_init(loop, &q->retry);
+    q->idle.data = q->retry.data = q;
+    q->handles = 2;
+    *out = q;
+    schedule(q);
+    return 0;
+}
+
+void keng_pubq_kick(keng_pubq *q)
+{
+    if (q && !uv_is_active((uv_handle_t *)&q->retry)) schedule(q);
+}
+
+int keng_pubq_wait(keng_pubq *q, const int64_t *ids, int n, keng_pubq_done_fn done, void *ud)
+{
+    if (n <= 0) {
+        keng_publish_stats zero;
+        memset(&zero, 0, sizeof zero);
+        done(ud, 0, &zero);
+        return 0;
+    }
+    waiter *w = calloc(1, sizeof *w);
+    if (!w || !(w->ids = malloc((size_t)n * sizeof *ids))) {
+        free(w);
+        return -ENOMEM;
+    }
+    memcpy(w->ids, ids, (size_t)n * sizeof *ids);
+    w->left = n;
+    w->done = done;
+    w->ud = ud;
+    w->next = q->waits;
+    q->waits = w;
+    return 0;
+}
+
+void keng_pubq_unwait(keng_pubq *q, void *ud)
+{
+    for (waiter **pp = q ? &q->waits : NULL; pp && *pp;) {
+        waiter *w = *pp;
+        if (w->ud != ud) {
+            pp = &w->next;
+            continue;
+        }
+        *pp = w->next;
+        free(w->ids);
+        free(w);
+    }
+}
+
+int keng_pubq_pending(keng_pubq *q)
+{
+    sqlite3_stmt *s = keng_store_stmt(q->st, "SELECT count(*) FROM publish_job_state");
+    if (!s) return -1;
+    int n = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int(s, 0) : -1;
+    sqlite3_reset(s);
+    return n;
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    keng_pubq *q = h->data;
+    if (--q->handles == 0) free(q);
+}
+
+void keng_pubq_close(keng_pubq *q)
+{
+    if (!q || q->closing) return;
+    q->closing = 1;
+    while (q->waits) {
+        waiter *w = q->waits;
+        q->waits = w->next;
+        w->done(w->ud, -ECANCELED, &w->sum);
+        free(w->ids);
+        free(w);
+    }
+    keng_publish_job_free(q->cur);
+    q->cur = NULL;
+    uv_close((uv_handle_t *)&q->idle, on_closed);
+    uv_close((uv_handle_t *)&q->retry, on_closed);
+}
