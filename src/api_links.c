@@ -232,6 +232,15 @@ static int is_form(keng_call *c)
     return ct && strncasecmp(ct, "application/x-www-form-urlencoded", 33) == 0;
 }
 
+/* After a form on the link's page: back to the page (303), with query (may be ""). */
+static void see_other(keng_call *c, char kind, const char *query)
+{
+    char loc[KENG_ROUTE_PARAM_LEN + 64];
+    snprintf(loc, sizeof loc, "/%c/%s%s", kind, c->m.params[0], query);
+    keng_http_add_header(c->req, "Location", loc);
+    keng_http_respond(c->req, 303, "text/plain; charset=utf-8", "", 0);
+}
+
 void keng_api_reply_post(keng_call *c)
 {
     int form = is_form(c);
@@ -294,10 +303,7 @@ void keng_api_reply_post(keng_call *c)
             keng_audit_append(st, "household", "reply.create", t.alert_id, d);
             keng_api_alert_changed(c->app, t.alert_id);
             if (form) {
-                char loc[KENG_ROUTE_PARAM_LEN + 64];
-                snprintf(loc, sizeof loc, "/r/%s?sent=1", c->m.params[0]);
-                keng_http_add_header(c->req, "Location", loc);
-                keng_http_respond(c->req, 303, "text/plain; charset=utf-8", "", 0);
+                see_other(c, 'r', "?sent=1");
             } else {
                 cJSON *out = cJSON_CreateObject();
                 cJSON_AddNumberToObject(out, "id", (double)id);
@@ -455,10 +461,7 @@ static void relay_answer(keng_call *c, int rc, const keng_publish_stats *sum)
                                 "up (%s) and goes on by itself",
                                 strerror(-rc));
     } else if (v < 0) {
-        char loc[KENG_ROUTE_PARAM_LEN + 64];
-        snprintf(loc, sizeof loc, "/l/%s", c->m.params[0]);
-        keng_http_add_header(c->req, "Location", loc);
-        keng_http_respond(c->req, 303, "text/plain; charset=utf-8", "", 0);
+        see_other(c, 'l', "");
     } else {
         cJSON *out = cJSON_CreateObject();
         cJSON_AddNumberToObject(out, "groups", (double)v);

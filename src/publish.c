@@ -53,6 +53,16 @@ int64_t keng_publish_not_before(const keng_config *cfg, const char *urgency, int
     return end_local - (int64_t)cfg->tz_offset_min * 60;
 }
 
+/* Ends the transaction begun by the caller: committed when rc is 0, else rolled back. */
+static int tx_end(keng_store *st, int rc)
+{
+    if (rc) {
+        keng_store_rollback(st);
+        return rc;
+    }
+    return keng_store_commit(st);
+}
+
 static int step_done(sqlite3_stmt *s)
 {
     int rc = sqlite3_step(s);
@@ -687,11 +697,7 @@ int keng_publish_begin_alert(const keng_publish_ctx *c, const char *alert_id, in
 out:
     free(groups);
     free(relay_groups);
-    if (rc) {
-        keng_store_rollback(c->st);
-        return rc;
-    }
-    return keng_store_commit(c->st);
+    return tx_end(c->st, rc);
 }
 
 int keng_publish_begin_event(const keng_publish_ctx *c, const char *alert_id, int revision,
@@ -736,11 +742,7 @@ int keng_publish_begin_event(const keng_publish_ctx *c, const char *alert_id, in
     if (!rc)
         rc = job_insert(c, "event", alert_id, revision, event, NULL, NULL, actor, next_at, view,
                         NULL, NULL, &st, job);
-    if (rc) {
-        keng_store_rollback(c->st);
-        return rc;
-    }
-    return keng_store_commit(c->st);
+    return tx_end(c->st, rc);
 }
 
 int keng_publish_begin_relay(const keng_publish_ctx *c, const char *alert_id, const char *group_id,
@@ -780,11 +782,7 @@ int keng_publish_begin_relay(const keng_publish_ctx *c, const char *alert_id, co
         int cr = keng_store_commit(c->st);
         return cr ? cr : rc;
     }
-    if (rc) {
-        keng_store_rollback(c->st);
-        return rc;
-    }
-    return keng_store_commit(c->st);
+    return tx_end(c->st, rc);
 }
 
 /* The bound of the next chunk: the n-th id after lo in the list (members of a group, or
@@ -1010,11 +1008,7 @@ static int run_all(const keng_publish_ctx *c, int64_t id, keng_publish_stats *ou
     for (int done = 0; !rc && !done;) rc = keng_publish_job_step(c, j, 1 << 20, &done);
     if (!rc) keng_publish_job_stats(j, out);
     keng_publish_job_free(j);
-    if (rc) {
-        keng_store_rollback(c->st);
-        return rc;
-    }
-    return keng_store_commit(c->st);
+    return tx_end(c->st, rc);
 }
 
 int keng_publish_alert(const keng_publish_ctx *c, const char *alert_id, int revision,
@@ -1025,9 +1019,5 @@ int keng_publish_alert(const keng_publish_ctx *c, const char *alert_id, int revi
     int rc = keng_store_begin(c->st);
     if (!rc) rc = keng_publish_begin_alert(c, alert_id, revision, view, "", &id);
     if (!rc) rc = run_all(c, id, out);
-    if (rc) {
-        keng_store_rollback(c->st);
-        return rc;
-    }
-    return keng_store_commit(c->st);
+    return tx_end(c->st, rc);
 }
