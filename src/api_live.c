@@ -119,6 +119,7 @@ struct page {
     keng_outbox_walk walk;
     int walked, linked;
     uint64_t need, deadline;
+    int64_t upto; /* the last outbox row when asked: the counts must take it in */
     char alert_id[KENG_ROUTE_PARAM_LEN];
     char status[32];
     int limit, offset;
@@ -627,7 +628,7 @@ static int page_try(keng_live *l, page *p, uint64_t now)
 {
     if (!p->walked) return 0;
     int late = now >= p->deadline;
-    if (!keng_tally_current(l->tally) && !late) return 0;
+    if (!keng_tally_covers(l->tally, p->upto) && !late) return 0;
     keng_app *app = l->app;
     reach_entry *e = reach_get(l, p->alert_id);
     char *raw = NULL;
@@ -729,6 +730,9 @@ void keng_api_deliveries_page(keng_call *c, const char *status, int limit, int o
     reach_entry *e = reach_get(l, p->alert_id);
     p->need = e ? e->ver : 1; /* reach as of now or newer */
     p->deadline = now + PAGE_WAIT_MS;
+    sqlite3_stmt *last = keng_store_stmt(c->app->store, "SELECT coalesce(max(id), 0) FROM deliveries");
+    if (last && sqlite3_step(last) == SQLITE_ROW) p->upto = sqlite3_column_int64(last, 0);
+    if (last) sqlite3_reset(last);
     c->state = p;
     c->state_free = page_free;
     /* A small alert's page is complete after the first step, and answered at once. */
@@ -768,7 +772,9 @@ static void on_live_timer(uv_timer_t *h)
     keng_app *app = l->app;
     l->timer_due = 0;
     uint64_t now = uv_now(app->loop), next = 0;
-    if (l->retry_pages) {
+    /* Pages wait for the counts to reach their row: after the tally caught up, or any change
+     * (a publication adds rows while the tally reads them). */
+    if (l->retry_pages || l->pages) {
         l->retry_pages = 0;
         pages_retry(l, NULL);
     }

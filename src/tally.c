@@ -477,6 +477,11 @@ int keng_tally_current(const keng_tally *t)
     return t && t->seeded && !t->tail && !t->checks;
 }
 
+int keng_tally_covers(const keng_tally *t, int64_t upto)
+{
+    return t && t->seeded && t->hi >= upto && !t->checks;
+}
+
 int keng_tally_get(const keng_tally *t, const char *alert_id, int64_t out[KENG_TALLY_STATES])
 {
     memset(out, 0, KENG_TALLY_STATES * sizeof *out);

@@ -53,6 +53,10 @@ void keng_tally_touch(keng_tally *t, const char *alert_id);
 
 /* 1 when the counts take in every committed row and change (nothing to catch up on). */
 int keng_tally_current(const keng_tally *t);
+/* 1 when the counts take in every row with an id up to upto and their changes (rows added
+ * later may still be read): what an answer about the rows that existed when it was asked needs,
+ * even while a publication keeps adding rows. */
+int keng_tally_covers(const keng_tally *t, int64_t upto);
 
 /* One alert's rows by state, summed over channels (zeros for an alert without rows).
  * 0, or -EAGAIN before the first scan has ended. */
