@@ -33,9 +33,10 @@ struct fo_host;
 typedef struct fo_job {
     keng_fanout *f;
     struct fo_host *host; /* while in flight or parked: the receiver it counts against */
+    struct fo_host *dest; /* the receiver of its transfers, NULL: not capped (set with ops) */
     struct fo_job *next, *prev; /* queue, active list, file batch or free list */
     CURL *easy;                 /* from the engine's pool while the job is in flight */
-    const keng_channel_ops *ops;
+    const keng_channel_ops *ops; /* NULL until the job was checked (start_job) */
     keng_channel_msg *msg;
     keng_channel_req req;
     int64_t id, created_at;
@@ -544,7 +545,8 @@ static void job_release(keng_fanout *f, fo_job *j)
 {
     if (j->easy) easy_put(f, j->easy); /* out of the multi handle already */
     j->easy = NULL;
-    j->host = NULL;
+    j->host = j->dest = NULL;
+    j->ops = NULL;
     keng_channel_req_clear(&j->req);
     if (j->addr_shared)
         f->addr_refs--;
@@ -862,27 +864,53 @@ static int start_curl(keng_fanout *f, fo_job *j, char *err, size_t errlen)
     return 0;
 }
 
+/* Checks a job the first time it comes up and finds its receiver; 0, or -1 when it was made dead
+ * (and released). A job parked for a busy receiver comes back with ops set: not checked again. */
+static int check_job(keng_fanout *f, fo_job *j)
+{
+    char err[256];
+    const keng_channel_ops *ops = keng_channel_find(j->channel);
+    if (!j->msg || !j->alert_id || !j->recipient || !j->idem_key || !j->channel) {
+        fail_now(f, j, "delivery row or its message could not be loaded");
+        return -1;
+    }
+    if (!ops) {
+        snprintf(err, sizeof err, "unknown channel type %s", j->channel);
+        fail_now(f, j, err);
+        return -1;
+    }
+    if (!ops->configured(&f->cfg)) {
+        snprintf(err, sizeof err, "channel %s is not configured", ops->type);
+        fail_now(f, j, err);
+        return -1;
+    }
+    if (!cJSON_IsObject(j->req.address)) {
+        fail_now(f, j, "contact address is not a JSON object");
+        return -1;
+    }
+    j->ops = ops;
+    const char *origin = ops->line ? NULL : job_origin(f, j);
+    j->dest = origin ? host_get(f, origin) : NULL;
+    return 0;
+}
+
 /* Starts one queued job: a curl transfer, a file line, or an immediate verdict. */
 static void start_job(keng_fanout *f, fo_job *j)
 {
     char err[256];
-    j->ops = keng_channel_find(j->channel);
-    if (!j->msg || !j->alert_id || !j->recipient || !j->idem_key || !j->channel) {
-        fail_now(f, j, "delivery row or its message could not be loaded");
+    if (!j->ops && check_job(f, j)) return;
+    fo_host *h = j->dest;
+    /* Before the link and the request are built: most jobs of a big fan-out to one receiver
+     * wait here once, and building them twice cost a link token each. */
+    if (h && h->inflight >= f->cfg.max_per_host) { /* waits for one of that host's transfers */
+        host_park(f, h, j);
         return;
     }
-    if (!j->ops) {
-        snprintf(err, sizeof err, "unknown channel type %s", j->channel);
-        fail_now(f, j, err);
-        return;
-    }
-    if (!j->ops->configured(&f->cfg)) {
-        snprintf(err, sizeof err, "channel %s is not configured", j->ops->type);
-        fail_now(f, j, err);
-        return;
-    }
-    if (!cJSON_IsObject(j->req.address)) {
-        fail_now(f, j, "contact address is not a JSON object");
+    if (j->ops->line && f->fpend.len >= FO_FILE_MAX) { /* the disk is slower than us: wait */
+        j->next = f->q_head;
+        f->q_head = j;
+        if (!f->q_tail) f->q_tail = j;
+        f->queued++;
         return;
     }
     keng_buf_reset(&j->link);
@@ -904,14 +932,6 @@ static void start_job(keng_fanout *f, fo_job *j)
     j->t0 = uv_now(f->loop);
     f->stats.started++;
     if (j->ops->line) {
-        if (f->fpend.len >= FO_FILE_MAX) { /* the disk is slower than us: wait, rows stay queued */
-            f->stats.started--;
-            j->next = f->q_head;
-            f->q_head = j;
-            if (!f->q_tail) f->q_tail = j;
-            f->queued++;
-            return;
-        }
         size_t before = f->fpend.len;
         if (j->ops->line(&j->req, &f->fpend)) {
             f->fpend.len = before;
@@ -922,13 +942,6 @@ static void start_job(keng_fanout *f, fo_job *j)
         j->next = f->fpend_jobs;
         f->fpend_jobs = j;
         file_kick(f);
-        return;
-    }
-    const char *origin = job_origin(f, j);
-    fo_host *h = origin ? host_get(f, origin) : NULL;
-    if (h && h->inflight >= f->cfg.max_per_host) { /* waits for one of that host's transfers */
-        f->stats.started--;
-        host_park(f, h, j);
         return;
     }
     err[0] = '\0';
