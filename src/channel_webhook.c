@@ -90,4 +90,5 @@ const keng_channel_ops keng_channel_webhook = {
     .configured = webhook_configured,
     .prepare = webhook_prepare,
     .judge = webhook_judge,
+    .reuse = 1,
 };

@@ -46,7 +46,8 @@ typedef struct keng_channel_req {
     const char *link_url; /* "" when none */
     cJSON *address;       /* the contact object */
     int64_t now;          /* unix seconds */
-    CURL *easy;           /* reset, with timeouts/private/write callback already set */
+    CURL *easy;           /* with timeouts/private/write callback set; the options of an earlier
+                           * transfer stay only when this channel has `reuse` */
     struct keng_hmac_cache *macs; /* the engine's keyed HMAC contexts (webhook signatures) */
     /* built by the channel, released by keng_channel_req_clear */
     keng_buf body;
@@ -88,6 +89,10 @@ typedef struct keng_channel_ops {
                   keng_channel_result *res);
     /* The file channel instead appends one line (JSON + '\n') to out. */
     int (*line)(const keng_channel_req *req, keng_buf *out);
+    /* 1 when prepare sets no options but CURLOPT_URL, _HTTPHEADER, _POSTFIELDS and
+     * _POSTFIELDSIZE_LARGE, all four each time: a handle such a channel used goes to the next
+     * delivery of such a channel as it is, without curl_easy_reset. 0: reset before each use. */
+    int reuse;
 } keng_channel_ops;
 
 extern const keng_channel_ops keng_channel_webhook;
