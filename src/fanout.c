@@ -206,17 +206,17 @@ void keng_channel_req_clear(keng_channel_req *req)
     req->mime = NULL;
 }
 
-int keng_channel_json_str(keng_buf *b, const char *s)
+int keng_channel_json_esc(keng_buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    int rc = keng_buf_append(b, "\"", 1);
-    const char *run = s;
-    for (const char *p = s; rc == 0 && *p; p++) {
+    int rc = 0;
+    const char *run = s, *end = s + n;
+    for (const char *p = s; rc == 0 && p < end; p++) {
         unsigned char c = (unsigned char)*p;
         if (c >= 0x20 && c != '"' && c != '\\') continue;
         if (p > run) rc = keng_buf_append(b, run, (size_t)(p - run));
         char esc[6] = {'\\', 0};
-        size_t n = 2;
+        size_t en = 2;
         switch (c) {
         case '"':
             esc[1] = '"';
@@ -235,12 +235,19 @@ int keng_channel_json_str(keng_buf *b, const char *s)
             break;
         default:
             esc[1] = 'u', esc[2] = '0', esc[3] = '0', esc[4] = hex[c >> 4], esc[5] = hex[c & 15];
-            n = 6;
+            en = 6;
         }
-        if (rc == 0) rc = keng_buf_append(b, esc, n);
+        if (rc == 0) rc = keng_buf_append(b, esc, en);
         run = p + 1;
     }
-    if (rc == 0 && *run) rc = keng_buf_puts(b, run);
+    if (rc == 0 && end > run) rc = keng_buf_append(b, run, (size_t)(end - run));
+    return rc;
+}
+
+int keng_channel_json_str(keng_buf *b, const char *s)
+{
+    int rc = keng_buf_append(b, "\"", 1);
+    if (rc == 0) rc = keng_channel_json_esc(b, s, strlen(s));
     if (rc == 0) rc = keng_buf_append(b, "\"", 1);
     return rc;
 }
@@ -371,6 +378,7 @@ static void msg_free(keng_channel_msg *m)
     free(m->subject), free(m->html), free(m->alert_json), free(m->photos), free(m->note);
     free(m->first_photo);
     keng_buf_free(&m->webhook_head);
+    keng_buf_free(&m->webhook_text);
     free(m);
 }
 
@@ -405,6 +413,16 @@ static int msg_build_head(keng_channel_msg *m)
         rc = keng_buf_puts(b, ",\"note\":");
         if (rc == 0) rc = keng_channel_json_str(b, m->note);
     }
+    /* The text as keng_channel_text_with_link makes it, escaped once for every recipient: the
+     * placeholders, which escaping leaves as they are, mark where the link goes; without any,
+     * the link goes at the end. */
+    keng_buf *t = &m->webhook_text;
+    if (rc == 0) rc = keng_channel_json_esc(t, m->text, strlen(m->text));
+    m->webhook_text_tail = strstr(m->text, KENG_LINK_PLACEHOLDER) == NULL;
+    if (rc == 0 && m->webhook_text_tail && m->note && *m->note) {
+        rc = keng_channel_json_esc(t, "\n\n", 2);
+        if (rc == 0) rc = keng_channel_json_esc(t, m->note, strlen(m->note));
+    }
     cJSON_Delete(alert);
     cJSON_Delete(photos);
     return rc;
@@ -438,6 +456,7 @@ static keng_channel_msg *msg_get(keng_fanout *f, int64_t id)
         m->html = dup_col(s, 7), m->alert_json = dup_col(s, 8), m->photos = dup_col(s, 9);
         if (sqlite3_column_type(s, 10) != SQLITE_NULL) m->note = dup_col(s, 10);
         keng_buf_init(&m->webhook_head, 0);
+        keng_buf_init(&m->webhook_text, 0);
         if (!m->alert_id || !m->event || !m->lang || !m->channel || !m->text || !m->subject ||
             !m->html || !m->alert_json || !m->photos ||
             (sqlite3_column_type(s, 10) != SQLITE_NULL && !m->note) || msg_build_head(m)) {

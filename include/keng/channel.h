@@ -32,6 +32,11 @@ typedef struct keng_channel_msg {
     char *note;            /* NULL when none */
     char *first_photo;     /* first URL of photos, NULL when none */
     keng_buf webhook_head; /* {"event":…,"alert":…,"text":…,"photos":[…] (no closing brace) */
+    /* The text of keng_channel_text_with_link escaped for a JSON string (no quotes), with
+     * KENG_LINK_PLACEHOLDER where the link goes; webhook_text_tail: none in the text, the link
+     * goes at the end after a blank line (when there is one). */
+    keng_buf webhook_text;
+    int webhook_text_tail;
     int refs;
 } keng_channel_msg;
 
@@ -110,6 +115,8 @@ void keng_channel_req_clear(keng_channel_req *req);
 /* Shared helpers for channels. */
 /* Appends s as a JSON string literal (quotes, escapes) to b. */
 int keng_channel_json_str(keng_buf *b, const char *s);
+/* Appends the n bytes of s escaped as inside a JSON string, without the quotes. */
+int keng_channel_json_esc(keng_buf *b, const char *s, size_t n);
 /* The generic HTTP judgement: 2xx delivered; 408, 429, 5xx, network errors and timeouts retry
  * (Retry-After honoured); an over-size response is a failed attempt (retry); other 4xx dead. */
 void keng_channel_judge_http(const keng_channel_response *resp, keng_channel_result *res);

@@ -826,6 +826,70 @@ TEST(fanout_link_placeholder_in_text)
     fo_env_done(&e);
 }
 
+/* The webhook body's text is escaped once per message (placeholders kept) and each recipient's
+ * link put in: it must equal keng_channel_text_with_link's text, escapes, note and all. */
+TEST(fanout_webhook_text_equals_text_with_link)
+{
+    static const struct {
+        const char *text, *note, *link_kind;
+    } cases[] = {
+        {"A \"q\" \\ tab\t ctl\x01 " KENG_LINK_PLACEHOLDER " giữa " KENG_LINK_PLACEHOLDER " hết",
+         "ghi chú", "r"},
+        {"Tìm người\nđi lạc", "ghi chú \"x\"\n", "r"},
+        {"no placeholder", "note " KENG_LINK_PLACEHOLDER, "r"},
+        {"only text", NULL, ""},
+        {"Xem: " KENG_LINK_PLACEHOLDER "!", NULL, ""},
+        {"", "", "r"},
+    };
+    enum { N = sizeof cases / sizeof cases[0] };
+    fo_env e;
+    fo_env_init(&e);
+    int port = fo_peer(&e, "webhook", "--secret", "s3cr3t");
+    for (int i = 0; i < N; i++) {
+        char rec[16];
+        snprintf(rec, sizeof rec, "hh-%d", i);
+        int64_t m = fo_message(&e, "A1", "alert", "webhook", cases[i].link_kind, cases[i].text,
+                               NULL, NULL, cases[i].note);
+        char addr[256];
+        snprintf(addr, sizeof addr,
+                 "{\"type\":\"webhook\",\"url\":\"http://127.0.0.1:%d/ok\",\"secret\":\"s3cr3t\"}",
+                 port);
+        fo_delivery(&e, "A1", rec, "webhook", addr, m, cases[i].link_kind);
+    }
+    keng_fanout_config c = base_cfg(&e);
+    ASSERT(fo_run_engine(&e, &c, NULL, NULL, 5000, NULL));
+    char *log = fo_slurp(e.logs[0]);
+    ASSERT_EQ(fo_lines(log), N);
+    for (int k = 0; k < N; k++) {
+        cJSON *j = fo_line_json(log, k);
+        ASSERT_NOT_NULL(j);
+        ASSERT(cJSON_IsTrue(cJSON_GetObjectItem(j, "sig_ok")));
+        int i = -1;
+        ASSERT_EQ(sscanf(cJSON_GetObjectItem(j, "key")->valuestring, "A1.1.hh-%d.webhook", &i), 1);
+        ASSERT(i >= 0 && i < N);
+        char link[64] = "";
+        if (*cases[i].link_kind) snprintf(link, sizeof link, "http://keng.test/r/A1-hh-%d", i);
+        keng_channel_msg msg;
+        memset(&msg, 0, sizeof msg);
+        msg.text = (char *)cases[i].text;
+        msg.note = (char *)cases[i].note;
+        keng_channel_req req;
+        memset(&req, 0, sizeof req);
+        req.msg = &msg;
+        req.link_url = link;
+        keng_buf want;
+        keng_buf_init(&want, 0);
+        ASSERT_EQ(keng_channel_text_with_link(&req, &want), 0);
+        cJSON *body = cJSON_GetObjectItem(j, "body");
+        ASSERT_NOT_NULL(body);
+        ASSERT_STR_EQ(cJSON_GetObjectItem(body, "text")->valuestring, want.data ? want.data : "");
+        keng_buf_free(&want);
+        cJSON_Delete(j);
+    }
+    free(log);
+    fo_env_done(&e);
+}
+
 TEST(fanout_email_html_placeholder)
 {
     fo_env e;
