@@ -25,6 +25,20 @@ static size_t line_cat(char *line, size_t at, size_t size, const char *s, size_t
     return at + n;
 }
 
+/* Appends the link escaped for JSON: escaped the first time, copied from where that went after
+ * (*at, *n: 0 until then). A link goes in the text and in reply_url, or more than once. */
+static int put_link(keng_buf *b, const char *link, size_t len, size_t *at, size_t *n)
+{
+    if (*n) { /* reserved first: the copy's source is in b and must not move */
+        int rc = keng_buf_reserve(b, *n);
+        return rc ? rc : keng_buf_append(b, b->data + *at, *n);
+    }
+    *at = b->len;
+    int rc = keng_channel_json_esc(b, link, len);
+    *n = b->len - *at;
+    return rc;
+}
+
 static int webhook_prepare(keng_channel_req *req, char *err, size_t errlen)
 {
     const char *url = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(req->address, "url"));
@@ -37,7 +51,7 @@ static int webhook_prepare(keng_channel_req *req, char *err, size_t errlen)
     keng_buf *b = &req->body;
     const keng_channel_msg *m = req->msg;
     const char *link = req->link_url;
-    size_t link_len = strlen(link);
+    size_t link_len = strlen(link), link_at = 0, link_n = 0;
     int rc = keng_buf_append(b, m->webhook_head.data, m->webhook_head.len);
     if (rc == 0) rc = keng_buf_puts(b, ",\"text\":\"");
     /* The message's text, escaped once for all recipients, with this one's link in it. */
@@ -45,13 +59,13 @@ static int webhook_prepare(keng_channel_req *req, char *err, size_t errlen)
     if (m->webhook_text_tail) {
         if (rc == 0) rc = keng_buf_append(b, txt, m->webhook_text.len);
         if (rc == 0 && link_len) rc = keng_buf_puts(b, "\\n\\n");
-        if (rc == 0) rc = keng_channel_json_esc(b, link, link_len);
+        if (rc == 0) rc = put_link(b, link, link_len, &link_at, &link_n);
     } else {
         const size_t pl = strlen(KENG_LINK_PLACEHOLDER);
         const char *hit;
         while (rc == 0 && (hit = strstr(txt, KENG_LINK_PLACEHOLDER))) {
             rc = keng_buf_append(b, txt, (size_t)(hit - txt));
-            if (rc == 0) rc = keng_channel_json_esc(b, link, link_len);
+            if (rc == 0) rc = put_link(b, link, link_len, &link_at, &link_n);
             txt = hit + pl;
         }
         if (rc == 0) rc = keng_buf_puts(b, txt);
@@ -59,7 +73,9 @@ static int webhook_prepare(keng_channel_req *req, char *err, size_t errlen)
     if (rc == 0) rc = keng_buf_puts(b, "\"");
     if (rc == 0 && req->link_url[0]) {
         rc = keng_buf_puts(b, req->link_kind == 'l' ? ",\"relay_url\":" : ",\"reply_url\":");
-        if (rc == 0) rc = keng_channel_json_str(b, req->link_url);
+        if (rc == 0) rc = keng_buf_puts(b, "\"");
+        if (rc == 0) rc = put_link(b, link, link_len, &link_at, &link_n);
+        if (rc == 0) rc = keng_buf_puts(b, "\"");
     }
     if (rc == 0) rc = keng_buf_puts(b, "}");
     if (rc) {
