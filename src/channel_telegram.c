@@ -99,4 +99,5 @@ const keng_channel_ops keng_channel_telegram = {
     .configured = telegram_configured,
     .prepare = telegram_prepare,
     .judge = telegram_judge,
+    .reuse = 1,
 };

@@ -97,4 +97,5 @@ const keng_channel_ops keng_channel_zalo = {
     .configured = zalo_configured,
     .prepare = zalo_prepare,
     .judge = zalo_judge,
+    .reuse = 1,
 };

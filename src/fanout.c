@@ -20,6 +20,7 @@
 #define FO_MSG_CACHE 1024      /* message rows kept in memory */
 #define FO_FILE_MAX (4u << 20) /* bytes of file-channel lines waiting for one write */
 #define FO_HOST_BUCKETS 256    /* hosts by hash of scheme://host:port */
+#define FO_BODY_MAX (1u << 20) /* bytes of one request body */
 
 typedef struct fo_sock {
     uv_poll_t poll;
@@ -30,12 +31,23 @@ typedef struct fo_sock {
 
 struct fo_host;
 
+/* A pooled easy handle. ready: it holds the options every transfer sets (start_curl) and, of
+ * its last transfer, only options a channel with `reuse` sets again each time: the next
+ * delivery of such a channel skips curl_easy_reset and the common options. */
+typedef struct fo_easy {
+    CURL *e;
+    int ready;
+    keng_buf body; /* the request body buffer goes with the handle (see start_curl) */
+} fo_easy;
+
 typedef struct fo_job {
     keng_fanout *f;
     struct fo_host *host; /* while in flight or parked: the receiver it counts against */
+    struct fo_host *dest; /* the receiver of its transfers, NULL: not capped (set with ops) */
     struct fo_job *next, *prev; /* queue, active list, file batch or free list */
     CURL *easy;                 /* from the engine's pool while the job is in flight */
-    const keng_channel_ops *ops;
+    int easy_ready;             /* easy holds the common options (see fo_easy) */
+    const keng_channel_ops *ops; /* NULL until the job was checked (start_job) */
     keng_channel_msg *msg;
     keng_channel_req req;
     int64_t id, created_at;
@@ -101,7 +113,7 @@ struct keng_fanout {
     int queued, inflight, njobs;
     /* Easy handles, last in first out: at most max_inflight exist, and the ones reused are the
      * ones still in the CPU cache (a handle per queued job measured 30 % slower in libcurl). */
-    CURL **easies;
+    fo_easy *easies;
     int neasies;
     keng_hmac_cache *macs; /* webhook secrets, keyed once */
     fo_host *hosts[FO_HOST_BUCKETS];
@@ -196,17 +208,17 @@ void keng_channel_req_clear(keng_channel_req *req)
     req->mime = NULL;
 }
 
-int keng_channel_json_str(keng_buf *b, const char *s)
+int keng_channel_json_esc(keng_buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    int rc = keng_buf_append(b, "\"", 1);
-    const char *run = s;
-    for (const char *p = s; rc == 0 && *p; p++) {
+    int rc = 0;
+    const char *run = s, *end = s + n;
+    for (const char *p = s; rc == 0 && p < end; p++) {
         unsigned char c = (unsigned char)*p;
         if (c >= 0x20 && c != '"' && c != '\\') continue;
         if (p > run) rc = keng_buf_append(b, run, (size_t)(p - run));
         char esc[6] = {'\\', 0};
-        size_t n = 2;
+        size_t en = 2;
         switch (c) {
         case '"':
             esc[1] = '"';
@@ -225,12 +237,19 @@ int keng_channel_json_str(keng_buf *b, const char *s)
             break;
         default:
             esc[1] = 'u', esc[2] = '0', esc[3] = '0', esc[4] = hex[c >> 4], esc[5] = hex[c & 15];
-            n = 6;
+            en = 6;
         }
-        if (rc == 0) rc = keng_buf_append(b, esc, n);
+        if (rc == 0) rc = keng_buf_append(b, esc, en);
         run = p + 1;
     }
-    if (rc == 0 && *run) rc = keng_buf_puts(b, run);
+    if (rc == 0 && end > run) rc = keng_buf_append(b, run, (size_t)(end - run));
+    return rc;
+}
+
+int keng_channel_json_str(keng_buf *b, const char *s)
+{
+    int rc = keng_buf_append(b, "\"", 1);
+    if (rc == 0) rc = keng_channel_json_esc(b, s, strlen(s));
     if (rc == 0) rc = keng_buf_append(b, "\"", 1);
     return rc;
 }
@@ -361,6 +380,7 @@ static void msg_free(keng_channel_msg *m)
     free(m->subject), free(m->html), free(m->alert_json), free(m->photos), free(m->note);
     free(m->first_photo);
     keng_buf_free(&m->webhook_head);
+    keng_buf_free(&m->webhook_text);
     free(m);
 }
 
@@ -395,6 +415,16 @@ static int msg_build_head(keng_channel_msg *m)
         rc = keng_buf_puts(b, ",\"note\":");
         if (rc == 0) rc = keng_channel_json_str(b, m->note);
     }
+    /* The text as keng_channel_text_with_link makes it, escaped once for every recipient: the
+     * placeholders, which escaping leaves as they are, mark where the link goes; without any,
+     * the link goes at the end. */
+    keng_buf *t = &m->webhook_text;
+    if (rc == 0) rc = keng_channel_json_esc(t, m->text, strlen(m->text));
+    m->webhook_text_tail = strstr(m->text, KENG_LINK_PLACEHOLDER) == NULL;
+    if (rc == 0 && m->webhook_text_tail && m->note && *m->note) {
+        rc = keng_channel_json_esc(t, "\n\n", 2);
+        if (rc == 0) rc = keng_channel_json_esc(t, m->note, strlen(m->note));
+    }
     cJSON_Delete(alert);
     cJSON_Delete(photos);
     return rc;
@@ -428,6 +458,7 @@ static keng_channel_msg *msg_get(keng_fanout *f, int64_t id)
         m->html = dup_col(s, 7), m->alert_json = dup_col(s, 8), m->photos = dup_col(s, 9);
         if (sqlite3_column_type(s, 10) != SQLITE_NULL) m->note = dup_col(s, 10);
         keng_buf_init(&m->webhook_head, 0);
+        keng_buf_init(&m->webhook_text, 0);
         if (!m->alert_id || !m->event || !m->lang || !m->channel || !m->text || !m->subject ||
             !m->html || !m->alert_json || !m->photos ||
             (sqlite3_column_type(s, 10) != SQLITE_NULL && !m->note) || msg_build_head(m)) {
@@ -532,20 +563,26 @@ static void notify(keng_fanout *f, fo_result *res, int n)
 
 /* ---- jobs ------------------------------------------------------------------------------- */
 
-static void easy_put(keng_fanout *f, CURL *e)
+/* Takes the body buffer along (j->req.body is left empty). */
+static void easy_put(keng_fanout *f, fo_job *j)
 {
-    if (f->easies && f->neasies < f->cfg.max_inflight)
-        f->easies[f->neasies++] = e;
-    else
-        curl_easy_cleanup(e);
+    if (f->easies && f->neasies < f->cfg.max_inflight) {
+        f->easies[f->neasies++] = (fo_easy){j->easy, j->easy_ready, j->req.body};
+    } else {
+        curl_easy_cleanup(j->easy);
+        keng_buf_free(&j->req.body);
+    }
+    keng_buf_init(&j->req.body, FO_BODY_MAX);
 }
 
 static void job_release(keng_fanout *f, fo_job *j)
 {
-    if (j->easy) easy_put(f, j->easy); /* out of the multi handle already */
-    j->easy = NULL;
-    j->host = NULL;
     keng_channel_req_clear(&j->req);
+    if (j->easy) easy_put(f, j); /* out of the multi handle already */
+    j->easy = NULL;
+    j->easy_ready = 0;
+    j->host = j->dest = NULL;
+    j->ops = NULL;
     if (j->addr_shared)
         f->addr_refs--;
     else
@@ -577,7 +614,7 @@ static fo_job *job_alloc(keng_fanout *f)
     j->f = f;
     keng_buf_init(&j->link, 4096);
     keng_buf_init(&j->resp, f->cfg.max_response);
-    keng_buf_init(&j->req.body, 1u << 20);
+    keng_buf_init(&j->req.body, FO_BODY_MAX);
     keng_buf_init(&j->strs, 64 * 1024);
     f->njobs++;
     return j;
@@ -836,21 +873,37 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud)
 
 static int start_curl(keng_fanout *f, fo_job *j, char *err, size_t errlen)
 {
-    if (!j->easy) j->easy = f->neasies ? f->easies[--f->neasies] : curl_easy_init();
+    if (!j->easy && f->neasies) {
+        /* The body is built in the buffer of the handle last put back, still in the CPU cache;
+         * a job's own buffer was last written a thousand deliveries ago (it sat parked). */
+        fo_easy *p = &f->easies[--f->neasies];
+        j->easy = p->e;
+        j->easy_ready = p->ready;
+        keng_buf_free(&j->req.body);
+        j->req.body = p->body;
+    } else if (!j->easy) {
+        j->easy = curl_easy_init();
+        j->easy_ready = 0;
+    }
     if (!j->easy) return -ENOMEM;
     CURL *e = j->easy;
-    curl_easy_reset(e);
+    /* The reset and the options below measured a tenth of the engine's own work per delivery
+     * (the protocol list is parsed each time): a handle that holds them keeps them. */
+    if (!j->easy_ready || !j->ops->reuse) {
+        curl_easy_reset(e);
+        curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)f->cfg.timeout_ms);
+        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)f->cfg.timeout_ms);
+        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+        curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https,smtp,smtps");
+        curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+        curl_easy_setopt(e, CURLOPT_USERAGENT, "kengd/1");
+    }
+    j->easy_ready = 0; /* until prepare has set all it sets: a failure half-way resets it */
     j->errbuf[0] = '\0';
     curl_easy_setopt(e, CURLOPT_PRIVATE, j);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)f->cfg.timeout_ms);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)f->cfg.timeout_ms);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, j);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, j->errbuf);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https,smtp,smtps");
-    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-    curl_easy_setopt(e, CURLOPT_USERAGENT, "kengd/1");
     j->req.easy = e;
     int rc = j->ops->prepare(&j->req, err, errlen);
     if (rc) return rc;
@@ -859,6 +912,37 @@ static int start_curl(keng_fanout *f, fo_job *j, char *err, size_t errlen)
         snprintf(err, errlen, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
         return -EIO;
     }
+    j->easy_ready = j->ops->reuse;
+    return 0;
+}
+
+/* Checks a job the first time it comes up and finds its receiver; 0, or -1 when it was made dead
+ * (and released). A job parked for a busy receiver comes back with ops set: not checked again. */
+static int check_job(keng_fanout *f, fo_job *j)
+{
+    char err[256];
+    const keng_channel_ops *ops = keng_channel_find(j->channel);
+    if (!j->msg || !j->alert_id || !j->recipient || !j->idem_key || !j->channel) {
+        fail_now(f, j, "delivery row or its message could not be loaded");
+        return -1;
+    }
+    if (!ops) {
+        snprintf(err, sizeof err, "unknown channel type %s", j->channel);
+        fail_now(f, j, err);
+        return -1;
+    }
+    if (!ops->configured(&f->cfg)) {
+        snprintf(err, sizeof err, "channel %s is not configured", ops->type);
+        fail_now(f, j, err);
+        return -1;
+    }
+    if (!cJSON_IsObject(j->req.address)) {
+        fail_now(f, j, "contact address is not a JSON object");
+        return -1;
+    }
+    j->ops = ops;
+    const char *origin = ops->line ? NULL : job_origin(f, j);
+    j->dest = origin ? host_get(f, origin) : NULL;
     return 0;
 }
 
@@ -866,23 +950,19 @@ static int start_curl(keng_fanout *f, fo_job *j, char *err, size_t errlen)
 static void start_job(keng_fanout *f, fo_job *j)
 {
     char err[256];
-    j->ops = keng_channel_find(j->channel);
-    if (!j->msg || !j->alert_id || !j->recipient || !j->idem_key || !j->channel) {
-        fail_now(f, j, "delivery row or its message could not be loaded");
+    if (!j->ops && check_job(f, j)) return;
+    fo_host *h = j->dest;
+    /* Before the link and the request are built: most jobs of a big fan-out to one receiver
+     * wait here once, and building them twice cost a link token each. */
+    if (h && h->inflight >= f->cfg.max_per_host) { /* waits for one of that host's transfers */
+        host_park(f, h, j);
         return;
     }
-    if (!j->ops) {
-        snprintf(err, sizeof err, "unknown channel type %s", j->channel);
-        fail_now(f, j, err);
-        return;
-    }
-    if (!j->ops->configured(&f->cfg)) {
-        snprintf(err, sizeof err, "channel %s is not configured", j->ops->type);
-        fail_now(f, j, err);
-        return;
-    }
-    if (!cJSON_IsObject(j->req.address)) {
-        fail_now(f, j, "contact address is not a JSON object");
+    if (j->ops->line && f->fpend.len >= FO_FILE_MAX) { /* the disk is slower than us: wait */
+        j->next = f->q_head;
+        f->q_head = j;
+        if (!f->q_tail) f->q_tail = j;
+        f->queued++;
         return;
     }
     keng_buf_reset(&j->link);
@@ -904,14 +984,6 @@ static void start_job(keng_fanout *f, fo_job *j)
     j->t0 = uv_now(f->loop);
     f->stats.started++;
     if (j->ops->line) {
-        if (f->fpend.len >= FO_FILE_MAX) { /* the disk is slower than us: wait, rows stay queued */
-            f->stats.started--;
-            j->next = f->q_head;
-            f->q_head = j;
-            if (!f->q_tail) f->q_tail = j;
-            f->queued++;
-            return;
-        }
         size_t before = f->fpend.len;
         if (j->ops->line(&j->req, &f->fpend)) {
             f->fpend.len = before;
@@ -922,13 +994,6 @@ static void start_job(keng_fanout *f, fo_job *j)
         j->next = f->fpend_jobs;
         f->fpend_jobs = j;
         file_kick(f);
-        return;
-    }
-    const char *origin = job_origin(f, j);
-    fo_host *h = origin ? host_get(f, origin) : NULL;
-    if (h && h->inflight >= f->cfg.max_per_host) { /* waits for one of that host's transfers */
-        f->stats.started--;
-        host_park(f, h, j);
         return;
     }
     err[0] = '\0';
@@ -1527,8 +1592,11 @@ void keng_fanout_free(keng_fanout *f)
     for (int i = 0; f->msgs && i < f->nmsgs; i++)
         msg_free(f->msgs[i]);
     free(f->msgs);
-    while (f->neasies > 0)
-        curl_easy_cleanup(f->easies[--f->neasies]);
+    while (f->neasies > 0) {
+        fo_easy *p = &f->easies[--f->neasies];
+        curl_easy_cleanup(p->e);
+        keng_buf_free(&p->body);
+    }
     free(f->easies);
     keng_hmac_cache_free(f->macs);
     host_free_all(f);

@@ -98,13 +98,13 @@ int keng_outbox_write(keng_store *st, const keng_outbox_result *res, int n)
         " last_code = CASE WHEN ?5 = -1 THEN last_code ELSE ?5 END,"
         " last_error = COALESCE(?6, last_error), delivered_at = ?7, latency_ms = ?8 WHERE id = ?1";
     static const char *const names[] = {"pending", "delivered", "dead"};
+    /* Looked up once, not per row (the cache compares SQL text); step_done resets it and the
+     * bindings are cleared for each row, as keng_store_stmt would: ?5 to ?8 are optional. */
+    sqlite3_stmt *s = keng_store_stmt(st, up_sql);
+    if (!s) rc = -EIO;
     for (int i = 0; rc == 0 && i < n; i++) {
         const keng_outbox_result *r = &res[i];
-        sqlite3_stmt *s = keng_store_stmt(st, up_sql);
-        if (!s) {
-            rc = -EIO;
-            break;
-        }
+        if (i) sqlite3_clear_bindings(s);
         sqlite3_bind_int64(s, 1, r->id);
         sqlite3_bind_text(s, 2, names[r->status], -1, SQLITE_STATIC);
         sqlite3_bind_int(s, 3, r->attempts);

@@ -16,7 +16,7 @@ static int total;
 static keng_fanout *fan;
 static keng_store *st;
 static uv_timer_t check;
-static uint64_t t0, t_end;
+static uint64_t t0, t_end, cpu0, cpu_end;
 static int stopped;
 
 /* As kengd builds links (app_fanout.c): a derived token per recipient. */
@@ -43,6 +43,7 @@ static void on_check(uv_timer_t *t)
     keng_fanout_get_stats(fan, &s);
     if (s.written < (uint64_t)total && s.dead == 0) return;
     t_end = uv_hrtime();
+    cpu_end = bench_thread_cpu_ns();
     uv_timer_stop(t);
     uv_close((uv_handle_t *)t, NULL);
     keng_fanout_stop(fan, 1000, on_done, NULL);
@@ -109,6 +110,7 @@ int main(int argc, char **argv)
     uv_timer_init(&loop, &check);
     uv_timer_start(&check, on_check, 5, 5);
     t0 = uv_hrtime();
+    cpu0 = bench_thread_cpu_ns();
     uint64_t loop_t0 = uv_now(&loop);
     keng_fanout_kick(fan);
     uv_run(&loop, UV_RUN_DEFAULT);
@@ -128,10 +130,10 @@ int main(int argc, char **argv)
     cJSON_Delete(counts);
     keng_store_close(st);
     double secs = (double)(t_end - t0) / 1e9;
-    printf("engine n=%d ok=%d seconds=%.3f per_s=%.0f first_ms=%.2f max_stall_ms=%.2f "
-           "rss_kb=%ld publish_insert_s=%.3f flushes=%llu claims=%llu db_s=%.3f db_max_ms=%.2f "
+    printf("engine n=%d ok=%d seconds=%.3f per_s=%.0f cpu_us=%.2f first_ms=%.2f "
+           "max_stall_ms=%.2f rss_kb=%ld publish_insert_s=%.3f flushes=%llu claims=%llu db_s=%.3f db_max_ms=%.2f "
            "checkpoints=%llu ckpt_max_ms=%.1f loop_closed=%d\n",
-           total, delivered, secs, delivered / secs,
+           total, delivered, secs, delivered / secs, (double)(cpu_end - cpu0) / 1e3 / total,
            (double)(s.first_delivery_ms + loop_t0 - loop_t0), (double)stall.max_ns / 1e6,
            bench_rss_peak_kb(), publish_s, (unsigned long long)s.flushes,
            (unsigned long long)s.claims, (double)s.db_ns / 1e9, (double)s.db_max_ns / 1e6,

@@ -56,9 +56,13 @@ B2=$("$TMP/bare" "$URL" "$N"); echo "$B2"
 rm -f "$TMP"/keng.db*
 E2=$("$TMP/engine" "$URL" "$N" "$TMP/keng.db"); echo "$E2"
 rate() { echo "$1" | sed -n 's/.*per_s=\([0-9]*\).*/\1/p'; }
-python3 - "$(rate "$B1")" "$(rate "$B2")" "$(rate "$E1")" "$(rate "$E2")" <<'PY'
+cpu() { echo "$1" | sed -n 's/.*cpu_us=\([0-9.]*\).*/\1/p'; }
+python3 - "$(rate "$B1")" "$(rate "$B2")" "$(rate "$E1")" "$(rate "$E2")" \
+    "$(cpu "$B1")" "$(cpu "$B2")" "$(cpu "$E1")" "$(cpu "$E2")" <<'PY'
 import sys
-b1, b2, e1, e2 = map(float, sys.argv[1:])
+b1, b2, e1, e2, cb1, cb2, ce1, ce2 = map(float, sys.argv[1:])
 bare, eng = (b1 + b2) / 2, (e1 + e2) / 2
 print("bare mean %.0f/s, engine mean %.0f/s, ratio %.1f %% (goal >= 80 %%)" % (bare, eng, 100 * eng / bare))
+cb, ce = (cb1 + cb2) / 2, (ce1 + ce2) / 2
+print("loop CPU per delivery: bare %.2f us, engine %.2f us (bare/engine %.1f %%)" % (cb, ce, 100 * cb / ce))
 PY

@@ -32,6 +32,11 @@ typedef struct keng_channel_msg {
     char *note;            /* NULL when none */
     char *first_photo;     /* first URL of photos, NULL when none */
     keng_buf webhook_head; /* {"event":…,"alert":…,"text":…,"photos":[…] (no closing brace) */
+    /* The text of keng_channel_text_with_link escaped for a JSON string (no quotes), with
+     * KENG_LINK_PLACEHOLDER where the link goes; webhook_text_tail: none in the text, the link
+     * goes at the end after a blank line (when there is one). */
+    keng_buf webhook_text;
+    int webhook_text_tail;
     int refs;
 } keng_channel_msg;
 
@@ -46,7 +51,8 @@ typedef struct keng_channel_req {
     const char *link_url; /* "" when none */
     cJSON *address;       /* the contact object */
     int64_t now;          /* unix seconds */
-    CURL *easy;           /* reset, with timeouts/private/write callback already set */
+    CURL *easy;           /* with timeouts/private/write callback set; the options of an earlier
+                           * transfer stay only when this channel has `reuse` */
     struct keng_hmac_cache *macs; /* the engine's keyed HMAC contexts (webhook signatures) */
     /* built by the channel, released by keng_channel_req_clear */
     keng_buf body;
@@ -88,6 +94,10 @@ typedef struct keng_channel_ops {
                   keng_channel_result *res);
     /* The file channel instead appends one line (JSON + '\n') to out. */
     int (*line)(const keng_channel_req *req, keng_buf *out);
+    /* 1 when prepare sets no options but CURLOPT_URL, _HTTPHEADER, _POSTFIELDS and
+     * _POSTFIELDSIZE_LARGE, all four each time: a handle such a channel used goes to the next
+     * delivery of such a channel as it is, without curl_easy_reset. 0: reset before each use. */
+    int reuse;
 } keng_channel_ops;
 
 extern const keng_channel_ops keng_channel_webhook;
@@ -105,6 +115,8 @@ void keng_channel_req_clear(keng_channel_req *req);
 /* Shared helpers for channels. */
 /* Appends s as a JSON string literal (quotes, escapes) to b. */
 int keng_channel_json_str(keng_buf *b, const char *s);
+/* Appends the n bytes of s escaped as inside a JSON string, without the quotes. */
+int keng_channel_json_esc(keng_buf *b, const char *s, size_t n);
 /* The generic HTTP judgement: 2xx delivered; 408, 429, 5xx, network errors and timeouts retry
  * (Retry-After honoured); an over-size response is a failed attempt (retry); other 4xx dead. */
 void keng_channel_judge_http(const keng_channel_response *resp, keng_channel_result *res);

@@ -171,6 +171,68 @@ TEST(fanout_webhook_429_retry_after)
     fo_env_done(&e);
 }
 
+static int all_tried(fo_env *e, void *arg)
+{
+    int64_t *ids = arg;
+    for (int i = 0; i < 3; i++)
+        if (!tried(e, &ids[i])) return 0;
+    return 1;
+}
+
+/* One transfer at a time: each delivery reuses the easy handle of the one before (it is not
+ * reset between webhook deliveries) and must carry nothing of it over: not the Retry-After of
+ * a 429, not the URL, not the signature of a contact with a secret. */
+TEST(fanout_reused_handle_keeps_nothing_of_the_last_delivery)
+{
+    fo_env e;
+    fo_env_init(&e);
+    int port = fo_peer(&e, "webhook", "--secret", "s3cr3t");
+    int64_t m = fo_message(&e, "A1", "alert", "webhook", "r", "x", NULL, NULL, NULL);
+    int64_t ids[3];
+    ids[0] = webhook_row(&e, port, "/ra/120", "hh-1", m);
+    ids[1] = webhook_row(&e, port, "/status/503", "hh-2", m);
+    char addr[256];
+    snprintf(addr, sizeof addr, "{\"type\":\"webhook\",\"url\":\"http://127.0.0.1:%d/ok\"}", port);
+    ids[2] = fo_delivery(&e, "A1", "hh-3", "webhook", addr, m, "r");
+    keng_fanout_config c = base_cfg(&e);
+    c.max_inflight = 1;
+    c.backoff_base_ms = 1000;
+    int64_t before = (int64_t)time(NULL);
+    ASSERT(fo_run_engine(&e, &c, all_tried, ids, 8000, NULL));
+    fo_row r = fo_get(&e, ids[0]);
+    ASSERT_EQ(r.last_code, 429);
+    ASSERT_GE(r.next_at, before + 120);
+    r = fo_get(&e, ids[1]);
+    ASSERT_EQ(r.last_code, 503);
+    ASSERT_LE(r.next_at, (int64_t)time(NULL) + 1); /* the backoff's, not the 429's 120 s */
+    r = fo_get(&e, ids[2]);
+    ASSERT_STR_EQ(r.status, "delivered");
+    ASSERT_EQ(r.last_code, 204);
+    char *log = fo_slurp(e.logs[0]);
+    int n = fo_lines(log), seen3 = 0;
+    for (int i = 0; i < n; i++) {
+        cJSON *j = fo_line_json(log, i);
+        ASSERT_NOT_NULL(j);
+        const char *key = cJSON_GetObjectItem(j, "key")->valuestring;
+        const char *path = cJSON_GetObjectItem(j, "path")->valuestring;
+        cJSON *body = cJSON_GetObjectItem(j, "body");
+        const char *reply = cJSON_GetObjectItem(body, "reply_url")->valuestring;
+        if (strcmp(key, "A1.1.hh-3.webhook") == 0) {
+            seen3++;
+            ASSERT_STR_EQ(path, "/ok");
+            ASSERT(cJSON_IsNull(cJSON_GetObjectItem(j, "t"))); /* no Keng-Signature header */
+            ASSERT_STR_EQ(reply, "http://keng.test/r/A1-hh-3");
+        } else {
+            ASSERT(cJSON_IsTrue(cJSON_GetObjectItem(j, "sig_ok")));
+            ASSERT_STR_EQ(path, strcmp(key, "A1.1.hh-1.webhook") == 0 ? "/ra/120" : "/status/503");
+        }
+        cJSON_Delete(j);
+    }
+    ASSERT_EQ(seen3, 1);
+    free(log);
+    fo_env_done(&e);
+}
+
 TEST(fanout_webhook_400_dead_not_retried)
 {
     fo_env e;
@@ -761,6 +823,70 @@ TEST(fanout_link_placeholder_in_text)
                   "Xem: http://keng.test/r/A1-hh-1 ngay.");
     cJSON_Delete(j);
     free(text);
+    fo_env_done(&e);
+}
+
+/* The webhook body's text is escaped once per message (placeholders kept) and each recipient's
+ * link put in: it must equal keng_channel_text_with_link's text, escapes, note and all. */
+TEST(fanout_webhook_text_equals_text_with_link)
+{
+    static const struct {
+        const char *text, *note, *link_kind;
+    } cases[] = {
+        {"A \"q\" \\ tab\t ctl\x01 " KENG_LINK_PLACEHOLDER " giữa " KENG_LINK_PLACEHOLDER " hết",
+         "ghi chú", "r"},
+        {"Tìm người\nđi lạc", "ghi chú \"x\"\n", "r"},
+        {"no placeholder", "note " KENG_LINK_PLACEHOLDER, "r"},
+        {"only text", NULL, ""},
+        {"Xem: " KENG_LINK_PLACEHOLDER "!", NULL, ""},
+        {"", "", "r"},
+    };
+    enum { N = sizeof cases / sizeof cases[0] };
+    fo_env e;
+    fo_env_init(&e);
+    int port = fo_peer(&e, "webhook", "--secret", "s3cr3t");
+    for (int i = 0; i < N; i++) {
+        char rec[16];
+        snprintf(rec, sizeof rec, "hh-%d", i);
+        int64_t m = fo_message(&e, "A1", "alert", "webhook", cases[i].link_kind, cases[i].text,
+                               NULL, NULL, cases[i].note);
+        char addr[256];
+        snprintf(addr, sizeof addr,
+                 "{\"type\":\"webhook\",\"url\":\"http://127.0.0.1:%d/ok\",\"secret\":\"s3cr3t\"}",
+                 port);
+        fo_delivery(&e, "A1", rec, "webhook", addr, m, cases[i].link_kind);
+    }
+    keng_fanout_config c = base_cfg(&e);
+    ASSERT(fo_run_engine(&e, &c, NULL, NULL, 5000, NULL));
+    char *log = fo_slurp(e.logs[0]);
+    ASSERT_EQ(fo_lines(log), N);
+    for (int k = 0; k < N; k++) {
+        cJSON *j = fo_line_json(log, k);
+        ASSERT_NOT_NULL(j);
+        ASSERT(cJSON_IsTrue(cJSON_GetObjectItem(j, "sig_ok")));
+        int i = -1;
+        ASSERT_EQ(sscanf(cJSON_GetObjectItem(j, "key")->valuestring, "A1.1.hh-%d.webhook", &i), 1);
+        ASSERT(i >= 0 && i < N);
+        char link[64] = "";
+        if (*cases[i].link_kind) snprintf(link, sizeof link, "http://keng.test/r/A1-hh-%d", i);
+        keng_channel_msg msg;
+        memset(&msg, 0, sizeof msg);
+        msg.text = (char *)cases[i].text;
+        msg.note = (char *)cases[i].note;
+        keng_channel_req req;
+        memset(&req, 0, sizeof req);
+        req.msg = &msg;
+        req.link_url = link;
+        keng_buf want;
+        keng_buf_init(&want, 0);
+        ASSERT_EQ(keng_channel_text_with_link(&req, &want), 0);
+        cJSON *body = cJSON_GetObjectItem(j, "body");
+        ASSERT_NOT_NULL(body);
+        ASSERT_STR_EQ(cJSON_GetObjectItem(body, "text")->valuestring, want.data ? want.data : "");
+        keng_buf_free(&want);
+        cJSON_Delete(j);
+    }
+    free(log);
     fo_env_done(&e);
 }
 
