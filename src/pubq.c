@@ -156,8 +156,8 @@ int keng_pubq_new(uv_loop_t *loop, keng_store *st, const keng_pubq_config *cfg, 
     q->loop = loop;
     q->st = st;
     q->cfg = *cfg;
-    if (q->cfg.budget_ms <= 0) q->cfg.budget_ms = 4;
-    if (q->cfg.chunk <= 0) q->cfg.chunk = 256;
+    if (q->cfg.budget_ms <= 0) q->cfg.budget_ms = 2;
+    if (q->cfg.chunk <= 0) q->cfg.chunk = 128;
     uv_idle_init(loop, &q->idle);
     uv_timer_init(loop, &q->retry);
     q->idle.data = q->retry.data = q;

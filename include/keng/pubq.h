@@ -18,8 +18,8 @@
 typedef struct keng_pubq keng_pubq;
 
 typedef struct keng_pubq_config {
-    int budget_ms; /* loop time per transaction; 0 → 4 */
-    int chunk;     /* households per step; 0 → 256 */
+    int budget_ms; /* loop time per transaction; 0 → 2 */
+    int chunk;     /* households per step; 0 → 128 */
     /* The publish context for a step (the template set may change on reload). */
     void (*ctx)(void *ud, keng_publish_ctx *out);
     /* After each committed transaction, with the alert whose job advanced; done != 0 when the

@@ -534,7 +534,7 @@ TEST_TIMEOUT(e2e_publish_jobs_answer_counts_after_chunks, 60)
             want_held++;
         }
     }
-    ASSERT_GT(want_recipients, 600); /* several chunks of 256 */
+    ASSERT_GT(want_recipients, 600); /* several chunks of 128 */
     kengd k;
     kengd_start(&k, dir, NULL);
     char id[64];
