@@ -126,5 +126,6 @@ void keng_app_free_fanout(keng_app *app)
 int keng_api_fanout_metrics(keng_app *app, keng_buf *out)
 {
     int rc = app->fanout ? keng_fanout_metrics(app->fanout, out) : 0;
+    if (!rc) rc = keng_pubq_metrics(app->pubq, out);
     return rc ? rc : keng_api_live_metrics(app, out);
 }

@@ -25,6 +25,7 @@ struct keng_pubq {
     keng_publish_job *cur; /* the job being run, as far as committed */
     int fails;             /* its failed transactions in a row */
     waiter *waits;
+    uint64_t txns, jobs_done, ns_total, ns_max;
 };
 
 /* Tells the waits on job id that it ended (rc 0 with its counts, or an error). */
@@ -132,6 +133,10 @@ static void on_idle(uv_idle_t *h)
     }
     if (!rc) rc = keng_store_commit(q->st);
     else keng_store_rollback(q->st);
+    uint64_t dt = uv_hrtime() - t0;
+    q->txns++;
+    q->ns_total += dt;
+    if (dt > q->ns_max) q->ns_max = dt;
     if (rc) {
         failed(q, rc);
         return;
@@ -141,6 +146,7 @@ static void on_idle(uv_idle_t *h)
     keng_publish_job_stats(j, &st);
     if (q->cfg.on_step) q->cfg.on_step(q->cfg.ud, keng_publish_job_alert(j), done, &st);
     if (done) {
+        q->jobs_done++;
         int64_t id = keng_publish_job_id(j);
         q->cur = NULL;
         keng_publish_job_free(j);
@@ -215,6 +221,25 @@ int keng_pubq_pending(keng_pubq *q)
     int n = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int(s, 0) : -1;
     sqlite3_reset(s);
     return n;
+}
+
+int keng_pubq_metrics(keng_pubq *q, keng_buf *out)
+{
+    if (!q) return 0;
+    return keng_buf_printf(
+        out,
+        "# HELP keng_publish_jobs_pending Publications, relays and updates whose households are"
+        " still being written to the outbox.\n# TYPE keng_publish_jobs_pending gauge\n"
+        "keng_publish_jobs_pending %d\n"
+        "# TYPE keng_publish_jobs_done_total counter\nkeng_publish_jobs_done_total %llu\n"
+        "# HELP keng_publish_transactions_total Transactions of publish jobs on the loop.\n"
+        "# TYPE keng_publish_transactions_total counter\nkeng_publish_transactions_total %llu\n"
+        "# TYPE keng_publish_transaction_seconds_total counter\n"
+        "keng_publish_transaction_seconds_total %.6f\n"
+        "# TYPE keng_publish_transaction_max_seconds gauge\n"
+        "keng_publish_transaction_max_seconds %.6f\n",
+        keng_pubq_pending(q), (unsigned long long)q->jobs_done, (unsigned long long)q->txns,
+        (double)q->ns_total / 1e9, (double)q->ns_max / 1e9);
 }
 
 static void on_closed(uv_handle_t *h)

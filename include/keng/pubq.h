@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "keng/buf.h"
 #include "keng/publish.h"
 
 typedef struct keng_pubq keng_pubq;
@@ -41,6 +42,8 @@ int keng_pubq_wait(keng_pubq *q, const int64_t *ids, int n, keng_pubq_done_fn do
 void keng_pubq_unwait(keng_pubq *q, void *ud);
 /* Jobs not finished (stored), or -1 on error. */
 int keng_pubq_pending(keng_pubq *q);
+/* Prometheus text: jobs pending, transactions run, loop time in them (total and longest). */
+int keng_pubq_metrics(keng_pubq *q, keng_buf *out);
 /* Stops: waits get -ECANCELED, unfinished jobs stay stored for the next start; q is freed once
  * its handles are closed (the loop must run). NULL is fine. */
 void keng_pubq_close(keng_pubq *q);

@@ -565,6 +565,16 @@ TEST_TIMEOUT(e2e_publish_jobs_answer_counts_after_chunks, 60)
     ASSERT_EQ(jnum(d, "total"), want_deliveries);
     cJSON_Delete(d);
     wait_all_delivered(&k, id, want_deliveries, 20000);
+    /* /metrics: the job is done, none pending, and its transactions were counted. */
+    resp mr;
+    http(&k, "GET", "/metrics", "", NULL, NULL, 0, &mr);
+    ASSERT_EQ(mr.status, 200);
+    ASSERT_STR_CONTAINS(mr.body, "\nkeng_publish_jobs_pending 0\n");
+    ASSERT_STR_CONTAINS(mr.body, "\nkeng_publish_jobs_done_total 1\n");
+    const char *tx = strstr(mr.body, "\nkeng_publish_transactions_total ");
+    ASSERT_NOT_NULL(tx);
+    ASSERT_GE(atoi(tx + strlen("\nkeng_publish_transactions_total ")), 2);
+    resp_free(&mr);
     kengd_stop(&k);
     /* The database says the same. */
     sqlite3 *db = db_open_ro(&k);
