@@ -511,7 +511,16 @@ int keng_outbox_rehold(keng_store *st, int64_t now, int64_t not_before)
     sqlite3_bind_int64(s, 1, now);
     sqlite3_bind_int64(s, 2, not_before > now ? not_before : 0);
     int rc = step_done(st, s);
-    return rc ? rc : sqlite3_changes(keng_store_db(st));
+    if (rc) return rc;
+    int n = sqlite3_changes(keng_store_db(st));
+    /* Publish jobs cut by the stop write the rest of their rows with the same time. */
+    s = keng_store_stmt(st, "UPDATE publish_jobs SET next_at = ?2 WHERE next_at > ?1"
+                            " AND next_at <> ?2");
+    if (!s) return -EIO;
+    sqlite3_bind_int64(s, 1, now);
+    sqlite3_bind_int64(s, 2, not_before > now ? not_before : 0);
+    rc = step_done(st, s);
+    return rc ? rc : n;
 }
 
 int64_t keng_outbox_next_due(keng_store *st, int64_t now)

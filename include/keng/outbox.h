@@ -106,8 +106,9 @@ int keng_outbox_redeliver(keng_store *st, const char *alert_id);
 int64_t keng_outbox_next_due(keng_store *st, int64_t now);
 
 /* At start: deliveries held by quiet hours (pending, never tried, due later than now) are due
- * at not_before instead — the end of the quiet hours in force now, or now when there are none.
- * Returns how many moved, or a negative errno. */
+ * at not_before instead — the end of the quiet hours in force now, or now when there are none;
+ * so are the rows that publish jobs cut by the stop have still to write. Returns how many
+ * deliveries moved, or a negative errno. */
 int keng_outbox_rehold(keng_store *st, int64_t now, int64_t not_before);
 
 #endif

@@ -4,6 +4,7 @@
 #pragma GCC diagnostic ignored "-Wunused-function" /* the shared fixture has more than this needs */
 #include "test_fanout_util.h"
 
+#include "keng/outbox.h"
 #include "keng/publish.h"
 #include "keng/pubq.h"
 
@@ -292,5 +293,28 @@ TEST(pubq_runs_jobs_in_order_and_answers_waits)
     ASSERT_EQ(q.rc, -ECANCELED);
     uv_run(&loop, UV_RUN_DEFAULT);
     ASSERT_EQ(uv_loop_close(&loop), 0);
+    ward_done(&p);
+}
+
+TEST(publish_job_cut_by_a_stop_follows_the_quiet_hours_at_start)
+{
+    pub_env p;
+    ward(&p);
+    p.cfg.quiet_start_min = 0; /* quiet all day but the last minute: the alert may wait */
+    p.cfg.quiet_end_min = 1439;
+    p.cfg.tz_offset_min = 0;
+    cJSON *v = view();
+    cJSON_ReplaceItemInObject(v, "urgency", cJSON_CreateString("expected"));
+    int64_t id = 0;
+    ASSERT_EQ(keng_publish_begin_alert(&p.ctx, "A7", 1, v, "officer", &id), 0);
+    cJSON_Delete(v);
+    ASSERT_GT(q_int(&p, "SELECT min(next_at) FROM deliveries"), p.ctx.now);
+    /* kengd stops here and starts again with --quiet-hours off: the held leaders' rows and the
+     * households the job has still to write go now. */
+    ASSERT_EQ(keng_outbox_rehold(p.fo.st, p.ctx.now, 0), 2);
+    int steps;
+    keng_publish_stats st = run_chunked(&p, id, 4, &steps);
+    ASSERT_EQ(st.deliveries, 14);
+    ASSERT_EQ(q_int(&p, "SELECT count(*) FROM deliveries WHERE next_at = 0"), 14);
     ward_done(&p);
 }
