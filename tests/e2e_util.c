@@ -1,4 +1,5 @@
 #include "e2e_util.h"
+#include "keng/buf.h"
 
 #include "test.h"
 
@@ -500,4 +501,48 @@ int db_integrity_ok(const char *dir, char *why, size_t whylen)
     sqlite3_finalize(s);
     sqlite3_close(db);
     return ok;
+}
+
+/* ---- a ward as group files ---- */
+
+void ward_group_begin(keng_buf *b, const char *gid, const char *relay, const char *leader,
+                      const char *extra)
+{
+    keng_buf_init(b, 0);
+    int rc = keng_buf_printf(b,
+                             "{\"id\":\"%s\",\"name\":\"Tổ %s\",\"kind\":\"inter_household\","
+                             "\"relay\":\"%s\"",
+                             gid, gid, relay);
+    if (leader) rc |= keng_buf_printf(b, ",\"leader\":\"%s\"", leader);
+    if (extra) rc |= keng_buf_puts(b, extra);
+    rc |= keng_buf_puts(b, ",\"members\":[");
+    ASSERT_EQ(rc, 0);
+}
+
+static void ward_sep(keng_buf *b)
+{
+    if (b->data[b->len - 1] != '[') ASSERT_EQ(keng_buf_puts(b, ","), 0);
+}
+
+void ward_member(keng_buf *b, const char *id, const char *contacts)
+{
+    ward_sep(b);
+    ASSERT_EQ(
+        keng_buf_printf(b, "{\"id\":\"%s\",\"name\":\"Hộ %s\",\"contacts\":%s}", id, id, contacts),
+        0);
+}
+
+void ward_member_ref(keng_buf *b, const char *id)
+{
+    ward_sep(b);
+    ASSERT_EQ(keng_buf_printf(b, "\"%s\"", id), 0);
+}
+
+void ward_group_end(keng_buf *b, const char *dir, const char *gid)
+{
+    ASSERT_EQ(keng_buf_puts(b, "]}"), 0);
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s.json", dir, gid);
+    write_file(p, b->data, b->len);
+    keng_buf_free(b);
 }

@@ -77,4 +77,16 @@ long long now_ms(void);
  * SQLite answers "ok", else 0 with what it answered (or why it could not open) in why. */
 int db_integrity_ok(const char *dir, char *why, size_t whylen);
 
+/* A ward as group files (groups/README.md): ward_group_begin, members, ward_group_end writes
+ * DIR/GID.json. leader (may be NULL) is the group's leader; extra (may be NULL) more members of
+ * the group object, e.g. ",\"channels\":[...]". */
+struct keng_buf;
+void ward_group_begin(struct keng_buf *b, const char *gid, const char *relay, const char *leader,
+                      const char *extra);
+/* A member defined in this group, reached by contacts (a JSON array). */
+void ward_member(struct keng_buf *b, const char *id, const char *contacts);
+/* A member defined in another group's file, by id. */
+void ward_member_ref(struct keng_buf *b, const char *id);
+void ward_group_end(struct keng_buf *b, const char *dir, const char *gid);
+
 #endif

@@ -15,32 +15,6 @@
 
 /* ---- groups as files ------------------------------------------------------------------------- */
 
-static void ward_group_begin(keng_buf *b, const char *gid, const char *relay, const char *leader)
-{
-    keng_buf_init(b, 0);
-    int rc = keng_buf_printf(b,
-                             "{\"id\":\"%s\",\"name\":\"Tổ %s\",\"kind\":\"inter_household\","
-                             "\"relay\":\"%s\"",
-                             gid, gid, relay);
-    if (leader) rc |= keng_buf_printf(b, ",\"leader\":\"%s\"", leader);
-    rc |= keng_buf_puts(b, ",\"members\":[");
-    ASSERT_EQ(rc, 0);
-}
-
-static void ward_sep(keng_buf *b)
-{
-    if (b->data[b->len - 1] != '[') ASSERT_EQ(keng_buf_puts(b, ","), 0);
-}
-
-/* A member defined here, reached by contacts (a JSON array). */
-static void ward_member(keng_buf *b, const char *id, const char *contacts)
-{
-    ward_sep(b);
-    ASSERT_EQ(
-        keng_buf_printf(b, "{\"id\":\"%s\",\"name\":\"Hộ %s\",\"contacts\":%s}", id, id, contacts),
-        0);
-}
-
 /* A member defined here with one webhook contact: http://127.0.0.1:port + path. */
 static void ward_member_webhook(keng_buf *b, const char *id, int port, const char *path)
 {
@@ -49,22 +23,6 @@ static void ward_member_webhook(keng_buf *b, const char *id, int port, const cha
              "[{\"type\":\"webhook\",\"url\":\"http://127.0.0.1:%d%s\",\"secret\":\"" SECRET "\"}]",
              port, path);
     ward_member(b, id, c);
-}
-
-/* A member defined in another group file, referenced by id. */
-static void ward_member_ref(keng_buf *b, const char *id)
-{
-    ward_sep(b);
-    ASSERT_EQ(keng_buf_printf(b, "\"%s\"", id), 0);
-}
-
-static void ward_group_end(keng_buf *b, const char *dir, const char *gid)
-{
-    ASSERT_EQ(keng_buf_puts(b, "]}"), 0);
-    char p[512];
-    snprintf(p, sizeof p, "%s/%s.json", dir, gid);
-    write_file(p, b->data, b->len);
-    keng_buf_free(b);
 }
 
 /* ---- alerts and their deliveries ------------------------------------------------------------- */
@@ -310,7 +268,7 @@ TEST_TIMEOUT(e2e_fanout_kill9_mid_fanout_repeats_only_inflight, 60)
     start_receiver(&rx, dir, NULL);
     /* Each answer takes 150 ms: 1,000 households take seconds at 64 connections per host. */
     keng_buf b;
-    ward_group_begin(&b, "g-big", "auto", NULL);
+    ward_group_begin(&b, "g-big", "auto", NULL, NULL);
     for (int i = 1; i <= N; i++) {
         char id[32];
         snprintf(id, sizeof id, "hh-%d", i);
@@ -426,19 +384,19 @@ TEST_TIMEOUT(e2e_fanout_update_resolve_cancel_reach_exactly_the_recipients, 60)
     /* g-l1 and g-l2 relay through their leaders; g-auto gets alerts directly. y-1 is in both
      * leader groups; x-1 is in g-l2 and g-auto. */
     keng_buf b;
-    ward_group_begin(&b, "g-l1", "leader", "ld-1");
+    ward_group_begin(&b, "g-l1", "leader", "ld-1", NULL);
     const char *l1[] = {"ld-1", "a-1", "a-2", "a-3", "y-1"};
     for (size_t i = 0; i < 5; i++)
         ward_member_webhook(&b, l1[i], rx.port, "/ok");
     ward_group_end(&b, dir, "g-l1");
-    ward_group_begin(&b, "g-l2", "leader", "ld-2");
+    ward_group_begin(&b, "g-l2", "leader", "ld-2", NULL);
     const char *l2[] = {"ld-2", "b-1", "b-2", "b-3", "z-1"};
     for (size_t i = 0; i < 5; i++)
         ward_member_webhook(&b, l2[i], rx.port, "/ok");
     ward_member_ref(&b, "y-1");
     ward_member_ref(&b, "x-1");
     ward_group_end(&b, dir, "g-l2");
-    ward_group_begin(&b, "g-auto", "auto", NULL);
+    ward_group_begin(&b, "g-auto", "auto", NULL, NULL);
     const char *au[] = {"c-1", "c-2", "c-3", "x-1"};
     for (size_t i = 0; i < 4; i++)
         ward_member_webhook(&b, au[i], rx.port, "/ok");
@@ -510,7 +468,7 @@ TEST_TIMEOUT(e2e_fanout_redeliver_dead_after_receiver_fixed, 60)
     fake rx;
     start_receiver(&rx, dir, NULL); /* /switch answers 400 until switched */
     keng_buf b;
-    ward_group_begin(&b, "g-d", "auto", NULL);
+    ward_group_begin(&b, "g-d", "auto", NULL, NULL);
     ward_member_webhook(&b, "d-1", rx.port, "/switch");
     ward_member_webhook(&b, "d-2", rx.port, "/ok");
     ward_group_end(&b, dir, "g-d");
@@ -585,7 +543,7 @@ TEST_TIMEOUT(e2e_fanout_quiet_hours_hold_expected_not_immediate, 60)
     fake rx;
     start_receiver(&rx, dir, NULL);
     keng_buf b;
-    ward_group_begin(&b, "g-q", "auto", NULL);
+    ward_group_begin(&b, "g-q", "auto", NULL, NULL);
     ward_member_webhook(&b, "q-1", rx.port, "/ok");
     ward_member_webhook(&b, "q-2", rx.port, "/ok");
     ward_member_webhook(&b, "q-3", rx.port, "/ok");
@@ -676,7 +634,7 @@ TEST_TIMEOUT(e2e_fanout_zalo_quota_falls_back_and_telegram_wiring, 60)
     snprintf(cfg_path, sizeof cfg_path, "%s/keng.json", dir);
     write_file(cfg_path, cfg, (size_t)n);
     keng_buf b;
-    ward_group_begin(&b, "g-z", "auto", NULL);
+    ward_group_begin(&b, "g-z", "auto", NULL, NULL);
     ward_member(&b, "z-1", "[{\"type\":\"zalo_oa\",\"user_id\":\"quota-1\"},{\"type\":\"file\"}]");
     ward_member(&b, "z-2", "[{\"type\":\"zalo_oa\",\"user_id\":\"8490500002\"}]");
     ward_member(&b, "t-1", "[{\"type\":\"telegram\",\"chat_id\":\"100200\"}]");
@@ -835,7 +793,7 @@ TEST_TIMEOUT(e2e_fanout_metrics_count_by_channel_and_status, 60)
     const char *args[] = {"--secret", SECRET, NULL};
     fake_start(&wh, "webhook", dir, args);
     keng_buf b;
-    ward_group_begin(&b, "g-m", "auto", NULL);
+    ward_group_begin(&b, "g-m", "auto", NULL, NULL);
     for (int i = 1; i <= 8; i++) {
         char id[16];
         snprintf(id, sizeof id, "w-%d", i);
@@ -914,14 +872,14 @@ TEST_TIMEOUT(e2e_fanout_slow_host_does_not_starve_another, 60)
     start_receiver(&hang, dir, "hang");
     start_receiver(&ok, dir, "healthy");
     keng_buf b;
-    ward_group_begin(&b, "g-slow", "auto", NULL);
+    ward_group_begin(&b, "g-slow", "auto", NULL, NULL);
     for (int i = 1; i <= SLOW; i++) {
         char id[16];
         snprintf(id, sizeof id, "h-%03d", i);
         ward_member_webhook(&b, id, hang.port, "/hang");
     }
     ward_group_end(&b, dir, "g-slow");
-    ward_group_begin(&b, "g-fast", "auto", NULL);
+    ward_group_begin(&b, "g-fast", "auto", NULL, NULL);
     for (int i = 1; i <= FAST; i++) {
         char id[16];
         snprintf(id, sizeof id, "ok-%d", i);

@@ -19,47 +19,6 @@
 
 /* ---- a ward as group files ------------------------------------------------------------------- */
 
-/* extra: more members of the group object after "relay" (",\"leader\":...", channels), or "". */
-static void ward_group_begin(keng_buf *b, const char *gid, const char *relay, const char *extra)
-{
-    keng_buf_init(b, 0);
-    ASSERT_EQ(keng_buf_printf(b,
-                              "{\"id\":\"%s\",\"name\":\"Tổ %s\",\"kind\":\"inter_household\","
-                              "\"relay\":\"%s\"%s,\"members\":[",
-                              gid, gid, relay, extra),
-              0);
-}
-
-static void ward_sep(keng_buf *b)
-{
-    if (b->data[b->len - 1] != '[') ASSERT_EQ(keng_buf_puts(b, ","), 0);
-}
-
-/* A member defined in this group, reached by contacts (a JSON array). */
-static void ward_member(keng_buf *b, const char *id, const char *contacts)
-{
-    ward_sep(b);
-    ASSERT_EQ(
-        keng_buf_printf(b, "{\"id\":\"%s\",\"name\":\"Hộ %s\",\"contacts\":%s}", id, id, contacts),
-        0);
-}
-
-/* A member defined in another group's file, by id. */
-static void ward_member_ref(keng_buf *b, const char *id)
-{
-    ward_sep(b);
-    ASSERT_EQ(keng_buf_printf(b, "\"%s\"", id), 0);
-}
-
-static void ward_group_end(keng_buf *b, const char *dir, const char *gid)
-{
-    ASSERT_EQ(keng_buf_puts(b, "]}"), 0);
-    char p[512];
-    snprintf(p, sizeof p, "%s/%s.json", dir, gid);
-    write_file(p, b->data, b->len);
-    keng_buf_free(b);
-}
-
 static const char FILE_CONTACT[] = "[{\"type\":\"file\"}]";
 
 static void webhook_contact(char *out, size_t outlen, int port)
@@ -80,7 +39,7 @@ static void ward_overlapping(const char *dir, int n, int per, int overlap, const
         char gid[16], id[32];
         snprintf(gid, sizeof gid, "g-%03d", g + 1);
         keng_buf b;
-        ward_group_begin(&b, gid, "auto", "");
+        ward_group_begin(&b, gid, "auto", NULL, NULL);
         for (int i = g * per + 1; i <= n && i <= (g + 1) * per; i++) {
             snprintf(id, sizeof id, "hh-%05d", i);
             ward_member(&b, id, contacts);
@@ -497,7 +456,7 @@ TEST_TIMEOUT(e2e_publish_jobs_answer_counts_after_chunks, 60)
         if (g[gi].channels)
             snprintf(extra + strlen(extra), sizeof extra - strlen(extra),
                      ",\"channels\":[{\"type\":\"file\"}]");
-        ward_group_begin(&b, g[gi].id, g[gi].leader_relay ? "leader" : "auto", extra);
+        ward_group_begin(&b, g[gi].id, g[gi].leader_relay ? "leader" : "auto", NULL, extra);
         for (int i = 0; i < nm; i++) {
             if (!m[i].in[gi]) continue;
             if (m[i].home == gi)
