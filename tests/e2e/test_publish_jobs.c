@@ -159,8 +159,7 @@ static int file_lines(const char *path)
 /* Waits, polling as fast as it goes, until the file channel has delivered to a first household
  * (kengd's deliveries.jsonl has a line: the job committed a chunk, the fan-out sent it) or the
  * publish on fd was answered; returns the lines seen. A bound of 20 s, not a timing assertion.
- * (Not through GET /v1/alerts/ID/deliveries: a page waits for the counts to catch up with the
- * rows being written, so during a publication it is answered only at its end.) */
+ * (A file, not the API: the test must not depend on what it checks.) */
 static int wait_first_file_delivery(const kengd *k, int fd)
 {
     char p[512];
@@ -172,6 +171,34 @@ static int wait_first_file_delivery(const kengd *k, int fd)
         usleep(200);
     }
     return file_lines(p);
+}
+
+/* The big ward of tests 3-5: BIG households in groups of 1,000 (50 shared with the next), the
+ * file channel, kengd started with extra flags, an alert to all in id. */
+enum { BIG = 20000 };
+
+static void big_ward(kengd *k, char *dir, const char *const *extra, char id[64])
+{
+    ASSERT_NOT_NULL(mkdtemp(dir));
+    ward_overlapping(dir, BIG, 1000, 50, FILE_CONTACT);
+    kengd_start(k, dir, extra);
+    create_alert(k, "{\"all\":true}", id);
+}
+
+/* Publishes id and waits until its first chunk was sent, the request still unanswered (else
+ * there is nothing to test: it fails). The publish connection; *total: households sent. */
+static int publish_under_way(kengd *k, const char *id, int *total)
+{
+    int fd = publish_send(k, id);
+    *total = wait_first_file_delivery(k, fd);
+    if (answered(fd)) {
+        char b[4096];
+        tcp_read_all(fd, b, sizeof b, 1000);
+        TEST_FAIL("the publication to %d households was answered before a chunk of it could be"
+                  " seen: nothing to test. It answered: %.200s",
+                  BIG, b);
+    }
+    return fd;
 }
 
 /* ---- the database, read-only, kengd gone ----------------------------------------------------- */
@@ -590,25 +617,14 @@ TEST_TIMEOUT(e2e_publish_jobs_answer_counts_after_chunks, 60)
 
 TEST_TIMEOUT(e2e_publish_jobs_healthz_answered_during_big_publish, 60)
 {
-    enum { N = 20000 };
+    enum { N = BIG };
     char dir[] = "/tmp/keng-ward-XXXXXX";
-    ASSERT_NOT_NULL(mkdtemp(dir));
-    ward_overlapping(dir, N, 1000, 50, FILE_CONTACT);
     kengd k;
-    kengd_start(&k, dir, NULL);
     char id[64];
-    create_alert(&k, "{\"all\":true}", id);
-    int fd = publish_send(&k, id);
-    /* The job is under way: some households are in the outbox (read through the API, on
-     * another connection, while the publish waits). */
-    int total = wait_first_file_delivery(&k, fd);
-    if (answered(fd)) {
-        char b[4096];
-        tcp_read_all(fd, b, sizeof b, 1000);
-        TEST_FAIL("the publication to %d households was answered before a chunk of it could be"
-                  " seen: nothing to test. It answered: %.200s",
-                  N, b);
-    }
+    big_ward(&k, dir, NULL, id);
+    /* The job is under way: some households are sent, the publish waits. */
+    int total;
+    int fd = publish_under_way(&k, id, &total);
     resp r;
     http(&k, "GET", "/healthz", "", NULL, NULL, 0, &r);
     ASSERT_EQ(r.status, 200);
@@ -651,14 +667,10 @@ TEST_TIMEOUT(e2e_publish_jobs_healthz_answered_during_big_publish, 60)
 
 /* SIGTERM after the job's first chunk; kengd must exit 0. Returns the publish answer's status
  * (0: the connection closed unanswered) and whether a job was left stored. */
-static int sigterm_mid_publish(kengd *k, const char *id, int n, int *job_left, cJSON **ans)
+static int sigterm_mid_publish(kengd *k, const char *id, int *job_left, cJSON **ans)
 {
-    int fd = publish_send(k, id);
-    int total = wait_first_file_delivery(k, fd);
-    if (answered(fd))
-        TEST_FAIL("the publication to %d households was answered before a chunk of it could be"
-                  " seen: nothing to test",
-                  n);
+    int total;
+    int fd = publish_under_way(k, id, &total);
     kengd_stop(k); /* SIGTERM; asserts exit status 0 */
     /* The answer (if any) waits in the socket. */
     char *buf = malloc(1 << 20);
@@ -680,17 +692,14 @@ static int sigterm_mid_publish(kengd *k, const char *id, int n, int *job_left, c
 
 TEST_TIMEOUT(e2e_publish_jobs_sigterm_answers_then_exits, 60)
 {
-    enum { N = 20000 };
+    enum { N = BIG };
     char dir[] = "/tmp/keng-ward-XXXXXX";
-    ASSERT_NOT_NULL(mkdtemp(dir));
-    ward_overlapping(dir, N, 1000, 50, FILE_CONTACT);
     kengd k;
-    kengd_start(&k, dir, NULL); /* the default grace, 10 s: time to finish the publication */
     char id[64];
-    create_alert(&k, "{\"all\":true}", id);
+    big_ward(&k, dir, NULL, id); /* the default grace, 10 s: time to finish the publication */
     int job_left;
     cJSON *ans;
-    int status = sigterm_mid_publish(&k, id, N, &job_left, &ans);
+    int status = sigterm_mid_publish(&k, id, &job_left, &ans);
     if (status != 200) TEST_FAIL("the waiting publish was not answered within the grace");
     ASSERT_EQ(jnum(ans, "fanout.recipients"), N);
     ASSERT_EQ(jnum(ans, "fanout.deliveries"), N);
@@ -707,19 +716,16 @@ TEST_TIMEOUT(e2e_publish_jobs_sigterm_answers_then_exits, 60)
 
 TEST_TIMEOUT(e2e_publish_jobs_sigterm_grace_cut_resumes_at_start, 60)
 {
-    enum { N = 20000 };
+    enum { N = BIG };
     char dir[] = "/tmp/keng-ward-XXXXXX";
-    ASSERT_NOT_NULL(mkdtemp(dir));
-    ward_overlapping(dir, N, 1000, 50, FILE_CONTACT);
     /* A grace too short to write 20,000 households: the request is cut, the job kept. */
     const char *extra[] = {"--shutdown-grace-ms", "1", NULL};
     kengd k;
-    kengd_start(&k, dir, extra);
     char id[64];
-    create_alert(&k, "{\"all\":true}", id);
+    big_ward(&k, dir, extra, id);
     int job_left;
     cJSON *ans;
-    int status = sigterm_mid_publish(&k, id, N, &job_left, &ans);
+    int status = sigterm_mid_publish(&k, id, &job_left, &ans);
     cJSON_Delete(ans);
     if (status == 200 || !job_left)
         TEST_FAIL("the publication was finished within a 1 ms grace (answer %d, %d jobs left):"
@@ -737,20 +743,13 @@ TEST_TIMEOUT(e2e_publish_jobs_sigterm_grace_cut_resumes_at_start, 60)
 
 TEST_TIMEOUT(e2e_publish_jobs_client_gone_job_goes_on, 60)
 {
-    enum { N = 20000 };
+    enum { N = BIG };
     char dir[] = "/tmp/keng-ward-XXXXXX";
-    ASSERT_NOT_NULL(mkdtemp(dir));
-    ward_overlapping(dir, N, 1000, 50, FILE_CONTACT);
     kengd k;
-    kengd_start(&k, dir, NULL);
     char id[64];
-    create_alert(&k, "{\"all\":true}", id);
-    int fd = publish_send(&k, id);
-    int total = wait_first_file_delivery(&k, fd);
-    if (answered(fd))
-        TEST_FAIL("the publication to %d households was answered before a chunk of it could be"
-                  " seen: nothing to test",
-                  N);
+    big_ward(&k, dir, NULL, id);
+    int total;
+    int fd = publish_under_way(&k, id, &total);
     close(fd); /* the waiting request's connection ends; its job must not */
     fprintf(stderr, "  note: the client went away after %d households were delivered\n", total);
     wait_all_delivered(&k, id, N, 30000);
