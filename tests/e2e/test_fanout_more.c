@@ -461,6 +461,36 @@ TEST_TIMEOUT(e2e_fanout_update_resolve_cancel_reach_exactly_the_recipients, 60)
 
 /* ---- 3. redeliver ---------------------------------------------------------------------------- */
 
+/* fanout.max_response reaches the engine: a refusal whose body ("status 400", 10 bytes) is over
+ * the cap is judged by its status alone (with the default cap the error quotes the body). */
+TEST_TIMEOUT(e2e_fanout_max_response_from_the_config, 60)
+{
+    char dir[] = "/tmp/keng-ward-XXXXXX";
+    ASSERT_NOT_NULL(mkdtemp(dir));
+    fake rx;
+    start_receiver(&rx, dir, NULL);
+    keng_buf b;
+    ward_group_begin(&b, "g-r", "auto", NULL, NULL);
+    ward_member_webhook(&b, "r-1", rx.port, "/switch");
+    ward_group_end(&b, dir, "g-r");
+    const char *extra[] = {"--fanout-max-response", "4", NULL};
+    kengd k;
+    kengd_start(&k, dir, extra);
+    char id[64];
+    resp r;
+    publish(&k, "{\"groups\":[\"g-r\"]}", "immediate", id, &r);
+    resp_free(&r);
+    wait_settled(&k, id, 0, 1, 0, 10000);
+    cJSON *d = deliveries(&k, id, "status=dead");
+    ASSERT_EQ(jnum(d, "items[0].last_code"), 400);
+    ASSERT_STR_EQ(jstr(d, "items[0].last_error"), "HTTP 400");
+    cJSON_Delete(d);
+    kengd_stop(&k);
+    kengd_cleanup(&k);
+    fake_stop(&rx);
+    rm_rf(dir);
+}
+
 TEST_TIMEOUT(e2e_fanout_redeliver_dead_after_receiver_fixed, 60)
 {
     char dir[] = "/tmp/keng-ward-XXXXXX";
