@@ -5,10 +5,11 @@
 set -eu
 N=${1:-100000}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$ROOT/bench/lib.sh"
 TMP=$(mktemp -d /tmp/keng-bench-fanout.XXXXXX)
 NGINX_PID=
 cleanup() {
-    if [ -n "$NGINX_PID" ]; then kill "$NGINX_PID" 2>/dev/null || true; wait "$NGINX_PID" 2>/dev/null || true; fi
+    stop_pid "$NGINX_PID"
     rm -rf "$TMP"
 }
 trap cleanup EXIT INT TERM
@@ -23,7 +24,7 @@ cc $CFLAGS -Iinclude $(pkg-config --cflags $PKGS) bench/fanout/engine.c src/fano
 cc $CFLAGS $(pkg-config --cflags libuv libcurl) bench/fanout/bare.c -o "$TMP/bare" \
     $(pkg-config --libs libuv libcurl)
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 mkdir -p "$TMP/nginx/logs"
 cat > "$TMP/nginx/nginx.conf" <<CONF
 worker_processes 1;

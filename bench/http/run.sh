@@ -18,6 +18,7 @@ CONNS=${CONNS:-100}
 THREADS=${THREADS:-2}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
+. bench/lib.sh
 KENGD=${KENGD:-build/kengd}
 NGINX=${NGINX:-/usr/sbin/nginx}
 GROUP=to-lien-gia-07
@@ -30,9 +31,6 @@ done
 TMP=$(mktemp -d /tmp/keng-bench-http.XXXXXX)
 KENGD_PID=
 NGINX_PID=
-stop_pid() {
-    if [ -n "$1" ]; then kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; fi
-}
 cleanup() {
     stop_pid "$KENGD_PID"
     stop_pid "$NGINX_PID"
@@ -41,24 +39,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])'
-}
 
 # ---- kengd, on a port it picks itself (written to DATA/kengd.addr) ----
 mkdir -p "$TMP/data"
 "$KENGD" --listen 127.0.0.1:0 --data "$TMP/data" --groups groups --templates templates \
     --access-log off 2>"$TMP/kengd.log" &
 KENGD_PID=$!
-i=0
-until [ -s "$TMP/data/kengd.addr" ]; do
-    i=$((i + 1))
-    if [ $i -ge 200 ] || ! kill -0 "$KENGD_PID" 2>/dev/null; then
-        echo "kengd did not start:" >&2; cat "$TMP/kengd.log" >&2; exit 1
-    fi
-    sleep 0.05
-done
+wait_kengd "$TMP/data" "$KENGD_PID" "$TMP/kengd.log"
 KADDR=$(cat "$TMP/data/kengd.addr")
 TOKEN=$(cat "$TMP/data/admin.token")
 

@@ -15,6 +15,7 @@ N=${1:-100000}
 CONNS=${2:-1000}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
+. bench/lib.sh
 KENGD=${KENGD:-build/kengd}
 [ -x "$KENGD" ] || make --no-print-directory "$KENGD" >&2
 
@@ -59,14 +60,7 @@ start_kengd() {
     "$KENGD" --listen 127.0.0.1:0 --data "$1" --groups "$2" --templates templates \
         --access-log off 2>"$3" &
     KENGD_PID=$!
-    i=0
-    until [ -s "$1/kengd.addr" ]; do
-        i=$((i + 1))
-        if [ $i -ge 6000 ] || ! kill -0 "$KENGD_PID" 2>/dev/null; then
-            echo "kengd did not start:" >&2; tail -5 "$3" >&2; exit 1
-        fi
-        sleep 0.02
-    done
+    wait_kengd "$1" "$KENGD_PID" "$3"
     T_LISTEN=$(now)
     ADDR=$(cat "$1/kengd.addr")
 }

@@ -23,6 +23,7 @@ set -eu
 N=${1:-100000}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
+. bench/lib.sh
 KENGD=${KENGD:-build/kengd}
 NGINX=${NGINX:-/usr/sbin/nginx}
 INTERVAL=${PROBE_INTERVAL_MS:-2}
@@ -36,9 +37,6 @@ TMP=$(mktemp -d /tmp/keng-bench-publish.XXXXXX)
 KENGD_PID=
 NGINX_PID=
 PROBE_PID=
-stop_pid() {
-    if [ -n "$1" ]; then kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; fi
-}
 cleanup() {
     stop_pid "$PROBE_PID"
     stop_pid "$KENGD_PID"
@@ -52,10 +50,6 @@ now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f s", b - a }'; }
 status() { awk -v f="$1:" '$1 == f { print $2 }' "/proc/$KENGD_PID/status"; }
 mb() { awk -v k="$1" 'BEGIN { printf "%.1f MB", k / 1024 }'; }
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])'
-}
 
 # ---- nginx, the webhook receiver ----
 NPORT=$(free_port)
@@ -106,14 +100,7 @@ T_SPAWN=$(now)
 "$KENGD" --listen 127.0.0.1:0 --data "$TMP/data" --groups "$TMP/ward" --templates templates \
     --quiet-hours off --access-log off 2>"$TMP/kengd.log" &
 KENGD_PID=$!
-i=0
-until [ -s "$TMP/data/kengd.addr" ]; do
-    i=$((i + 1))
-    if [ $i -ge 6000 ] || ! kill -0 "$KENGD_PID" 2>/dev/null; then
-        echo "kengd did not start:" >&2; tail -5 "$TMP/kengd.log" >&2; exit 1
-    fi
-    sleep 0.02
-done
+wait_kengd "$TMP/data" "$KENGD_PID" "$TMP/kengd.log"
 T_LISTEN=$(now)
 ADDR=$(cat "$TMP/data/kengd.addr")
 case $ADDR in 127.0.0.1:*) ;; *) echo "kengd listens on $ADDR, not loopback" >&2; exit 1 ;; esac
