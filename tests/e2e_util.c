@@ -546,3 +546,35 @@ void ward_group_end(keng_buf *b, const char *dir, const char *gid)
     write_file(p, b->data, b->len);
     keng_buf_free(b);
 }
+
+int assert_each_once_but_inflight(const cJSON *log, const char *alert_id, int n,
+                                  const cJSON *inflight)
+{
+    cJSON *per_key = cJSON_CreateObject();
+    char prefix[160];
+    snprintf(prefix, sizeof prefix, "%s.", alert_id);
+    for (const cJSON *e = log->child; e; e = e->next) {
+        const char *key = jstr(e, "key");
+        if (!key || strncmp(key, prefix, strlen(prefix)) != 0)
+            TEST_FAIL("a request with key %s", key ? key : "(none)");
+        if (!cJSON_IsTrue(jget(e, "sig_ok"))) TEST_FAIL("bad signature on %s", key);
+        cJSON *c = cJSON_GetObjectItemCaseSensitive(per_key, key);
+        if (c)
+            cJSON_SetNumberValue(c, c->valuedouble + 1);
+        else
+            cJSON_AddNumberToObject(per_key, key, 1);
+    }
+    ASSERT_EQ(cJSON_GetArraySize(per_key), n);
+    int repeats = 0;
+    for (const cJSON *c = per_key->child; c; c = c->next) {
+        if (c->valuedouble <= 1) continue;
+        if (!cJSON_GetObjectItemCaseSensitive(inflight, c->string))
+            TEST_FAIL("%s was sent %.0f times but was not in flight at the kill", c->string,
+                      c->valuedouble);
+        if (c->valuedouble > 2)
+            TEST_FAIL("%s was sent %.0f times across one kill", c->string, c->valuedouble);
+        repeats++;
+    }
+    cJSON_Delete(per_key);
+    return repeats;
+}

@@ -77,6 +77,12 @@ long long now_ms(void);
  * SQLite answers "ok", else 0 with what it answered (or why it could not open) in why. */
 int db_integrity_ok(const char *dir, char *why, size_t whylen);
 
+/* The receiver's log after a kill -9 and a restart (at-least-once): every request signed and
+ * keyed "ALERT_ID.…"; n distinct keys; a key sent twice only when inflight (an object whose
+ * names are keys) has it, never three times. Returns the repeats. */
+int assert_each_once_but_inflight(const cJSON *log, const char *alert_id, int n,
+                                  const cJSON *inflight);
+
 /* A ward as group files (groups/README.md): ward_group_begin, members, ward_group_end writes
  * DIR/GID.json. leader (may be NULL) is the group's leader; extra (may be NULL) more members of
  * the group object, e.g. ",\"channels\":[...]". */

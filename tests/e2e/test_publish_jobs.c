@@ -385,36 +385,11 @@ TEST_TIMEOUT(e2e_publish_jobs_kill9_mid_publish_resumes_once_each, 60)
     kengd_stop(&k);
     /* The receiver: every household, each key at most twice, twice only if it was in flight. */
     cJSON *log = fake_log(&rx);
-    cJSON *per_key = cJSON_CreateObject();
-    char prefix[80];
-    snprintf(prefix, sizeof prefix, "%s.", id);
-    for (const cJSON *e = log->child; e; e = e->next) {
-        const char *key = jstr(e, "key");
-        if (!key || strncmp(key, prefix, strlen(prefix)) != 0 || !strstr(key, ".hh-"))
-            TEST_FAIL("a request with key %s", key ? key : "(none)");
-        if (!cJSON_IsTrue(jget(e, "sig_ok"))) TEST_FAIL("bad signature on %s", key);
-        cJSON *c = cJSON_GetObjectItemCaseSensitive(per_key, key);
-        if (c)
-            cJSON_SetNumberValue(c, c->valuedouble + 1);
-        else
-            cJSON_AddNumberToObject(per_key, key, 1);
-    }
-    ASSERT_EQ(cJSON_GetArraySize(per_key), n);
-    int repeats = 0;
-    for (const cJSON *c = per_key->child; c; c = c->next) {
-        if (c->valuedouble <= 1) continue;
-        if (!cJSON_GetObjectItemCaseSensitive(cr.inflight, c->string))
-            TEST_FAIL("%s was sent %.0f times but was not in flight at the kill", c->string,
-                      c->valuedouble);
-        if (c->valuedouble > 2)
-            TEST_FAIL("%s was sent %.0f times across one kill", c->string, c->valuedouble);
-        repeats++;
-    }
+    int repeats = assert_each_once_but_inflight(log, id, n, cr.inflight);
     fprintf(stderr,
             "  note: at the kill: receiver %d, rows %d (delivered %d, inflight %d, pending %d);"
             " repeats after restart %d\n",
             seen_at_kill, cr.rows, cr.delivered, cr.inflight_n, cr.pending, repeats);
-    cJSON_Delete(per_key);
     cJSON_Delete(log);
     cJSON_Delete(cr.inflight);
     /* The outbox: one row per household; the job finished once, its audit line once. */
