@@ -50,8 +50,9 @@ static void on_publish_step(void *ud, const char *alert_id, int done,
     if (app->fanout) keng_fanout_kick(app->fanout);
     keng_api_alert_changed(app, alert_id);
     if (done)
-        keng_info("publish %s: done, %d recipients (%d held for relay), %d deliveries", alert_id,
-                  st->recipients, st->held, st->deliveries);
+        keng_info("publish %s: a job done (publication, relay or update): %d new recipients,"
+                  " %d held for relay, %d deliveries",
+                  alert_id, st->recipients, st->held, st->deliveries);
 }
 
 int keng_app_start_fanout(keng_app *app)
