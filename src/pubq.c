@@ -15,6 +15,17 @@ typedef struct waiter {
     void *ud;
 } waiter;
 
+/* A job whose transaction failed: it waits until `until` (uv_now, ms) and meanwhile holds back
+ * the later jobs of its alert only, so that one job that cannot be written (a disk error, a
+ * template that fails) does not stop the publications of other alerts. */
+typedef struct held {
+    struct held *next;
+    int64_t id;
+    char *alert;
+    int fails;
+    uint64_t until;
+} held;
+
 struct keng_pubq {
     uv_loop_t *loop;
     keng_store *st;
@@ -23,7 +34,7 @@ struct keng_pubq {
     uv_timer_t retry;
     int handles, closing, running;
     keng_publish_job *cur; /* the job being run, as far as committed */
-    int fails;             /* its failed transactions in a row */
+    held *held;
     waiter *waits;
     uint64_t txns, jobs_done, ns_total, ns_max;
 };
@@ -81,21 +92,99 @@ static void on_retry(uv_timer_t *t)
     schedule(t->data);
 }
 
-/* A transaction failed: the job is read again from the store, after a pause that grows. */
-static void failed(keng_pubq *q, int rc)
+static held *held_find(keng_pubq *q, int64_t id)
 {
-    int64_t id = q->cur ? keng_publish_job_id(q->cur) : 0;
-    keng_publish_job_free(q->cur);
-    q->cur = NULL;
-    q->fails++;
-    uint64_t pause = q->fails < 6 ? 250u << q->fails : 60000;
-    keng_error("publish job %lld: %s (attempt %d); trying again in %.1f s", (long long)id,
-               strerror(-rc), q->fails, (double)pause / 1000);
-    /* Whoever waits for it hears of the trouble; the job itself is kept and goes on. */
-    if (q->fails == 3 && id) notify(q, id, rc, NULL);
+    for (held *h = q->held; h; h = h->next)
+        if (h->id == id) return h;
+    return NULL;
+}
+
+static void held_drop(keng_pubq *q, int64_t id)
+{
+    for (held **pp = &q->held; *pp; pp = &(*pp)->next) {
+        if ((*pp)->id != id) continue;
+        held *h = *pp;
+        *pp = h->next;
+        free(h->alert);
+        free(h);
+        return;
+    }
+}
+
+/* Nothing can run before the first held job's pause ends: sleep until then. */
+static void sleep_until_due(keng_pubq *q, uint64_t delay_ms)
+{
     q->running = 0;
     uv_idle_stop(&q->idle);
-    uv_timer_start(&q->retry, on_retry, pause, 0);
+    uv_timer_start(&q->retry, on_retry, delay_ms ? delay_ms : 1, 0);
+}
+
+/* The current job's transaction failed: it is read again from the store after a pause that
+ * grows; the other alerts' jobs go on meanwhile. */
+static void failed(keng_pubq *q, int rc)
+{
+    keng_publish_job *j = q->cur;
+    int64_t id = keng_publish_job_id(j);
+    held *h = held_find(q, id);
+    if (!h && (h = calloc(1, sizeof *h)) != NULL) {
+        h->id = id;
+        h->alert = strdup(keng_publish_job_alert(j));
+        h->next = q->held;
+        q->held = h;
+    }
+    int fails = h ? ++h->fails : 1;
+    uint64_t pause = fails < 6 ? 250u << fails : 60000;
+    if (h) h->until = uv_now(q->loop) + pause;
+    keng_error("publish job %lld (alert %s): %s (attempt %d); trying again in %.1f s",
+               (long long)id, keng_publish_job_alert(j), strerror(-rc), fails,
+               (double)pause / 1000);
+    keng_publish_job_free(j);
+    q->cur = NULL;
+    /* Whoever waits for it hears of the trouble; the job itself is kept and goes on. */
+    if (fails == 3) notify(q, id, rc, NULL);
+    if (!h) sleep_until_due(q, pause); /* no memory to remember it: everything waits */
+}
+
+/* The first stored job that may run now: not in its pause, and no earlier job of its alert
+ * held. 0, -ENOENT (none; *wait_ms: when a held one is due, or 0), or an error. */
+static int pick(keng_pubq *q, uint64_t *wait_ms)
+{
+    uint64_t now = uv_now(q->loop);
+    *wait_ms = 0;
+    for (int64_t after = 0;;) {
+        keng_publish_job *j = NULL;
+        int rc = keng_publish_job_next(q->st, after, &j);
+        if (rc == -EILSEQ) { /* a row that cannot be read cannot be run: said and dropped */
+            keng_error("publish: a stored job cannot be read; dropped");
+            sqlite3_stmt *s = keng_store_stmt(
+                q->st, "DELETE FROM publish_jobs WHERE id = (SELECT min(id) FROM publish_jobs"
+                       " WHERE id > ?1)");
+            if (!s) return -EIO;
+            sqlite3_bind_int64(s, 1, after);
+            sqlite3_step(s);
+            sqlite3_reset(s);
+            keng_store_exec(q->st, "DELETE FROM publish_job_state WHERE job NOT IN"
+                                   " (SELECT id FROM publish_jobs)");
+            continue;
+        }
+        if (rc) return rc;
+        int64_t id = keng_publish_job_id(j);
+        int wait = 0;
+        for (held *h = q->held; h && !wait; h = h->next) {
+            if (h->id == id && h->until > now) {
+                wait = 1;
+                if (!*wait_ms || h->until - now < *wait_ms) *wait_ms = h->until - now;
+            } else if (h->id < id && h->alert && !strcmp(h->alert, keng_publish_job_alert(j))) {
+                wait = 1; /* an alert's jobs stay in order */
+            }
+        }
+        if (!wait) {
+            q->cur = j;
+            return 0;
+        }
+        keng_publish_job_free(j);
+        after = id;
+    }
 }
 
 static void on_idle(uv_idle_t *h)
@@ -103,21 +192,19 @@ static void on_idle(uv_idle_t *h)
     keng_pubq *q = h->data;
     int rc;
     if (!q->cur) {
-        rc = keng_publish_job_next(q->st, 0, &q->cur);
+        uint64_t wait_ms;
+        rc = pick(q, &wait_ms);
         if (rc == -ENOENT) {
-            q->running = 0;
-            uv_idle_stop(&q->idle);
+            if (wait_ms) sleep_until_due(q, wait_ms);
+            else {
+                q->running = 0;
+                uv_idle_stop(&q->idle);
+            }
             return;
         }
-        if (rc == -EILSEQ) { /* a row that cannot be read cannot be run: said and dropped */
-            keng_error("publish: a stored job cannot be read; dropped");
-            keng_store_exec(q->st, "DELETE FROM publish_job_state WHERE job = (SELECT min(id)"
-                                   " FROM publish_jobs); DELETE FROM publish_jobs WHERE id ="
-                                   " (SELECT min(id) FROM publish_jobs)");
-            return;
-        }
-        if (rc) {
-            failed(q, rc);
+        if (rc) { /* the store cannot be read now */
+            keng_error("publish: reading the stored jobs: %s; trying again in 1 s", strerror(-rc));
+            sleep_until_due(q, 1000);
             return;
         }
     }
@@ -141,13 +228,13 @@ static void on_idle(uv_idle_t *h)
         failed(q, rc);
         return;
     }
-    q->fails = 0;
+    int64_t id = keng_publish_job_id(j);
+    held_drop(q, id);
     keng_publish_stats st;
     keng_publish_job_stats(j, &st);
     if (q->cfg.on_step) q->cfg.on_step(q->cfg.ud, keng_publish_job_alert(j), done, &st);
     if (done) {
         q->jobs_done++;
-        int64_t id = keng_publish_job_id(j);
         q->cur = NULL;
         keng_publish_job_free(j);
         notify(q, id, 0, &st);
@@ -175,7 +262,7 @@ int keng_pubq_new(uv_loop_t *loop, keng_store *st, const keng_pubq_config *cfg, 
 
 void keng_pubq_kick(keng_pubq *q)
 {
-    if (q && !uv_is_active((uv_handle_t *)&q->retry)) schedule(q);
+    if (q) schedule(q); /* a held job's pause does not hold back the others */
 }
 
 int keng_pubq_wait(keng_pubq *q, const int64_t *ids, int n, keng_pubq_done_fn done, void *ud)
@@ -261,6 +348,12 @@ void keng_pubq_close(keng_pubq *q)
     }
     keng_publish_job_free(q->cur);
     q->cur = NULL;
+    while (q->held) {
+        held *h = q->held;
+        q->held = h->next;
+        free(h->alert);
+        free(h);
+    }
     uv_close((uv_handle_t *)&q->idle, on_closed);
     uv_close((uv_handle_t *)&q->retry, on_closed);
 }

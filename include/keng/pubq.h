@@ -3,7 +3,9 @@
  * fan-out completion waits at most that long behind a publication to 100,000 households; after
  * each transaction the fan-out is told (on_step), so the first households are being sent to
  * while the last are still being written. Jobs run one at a time in id order. At start the jobs
- * a crash or a stop left are taken up again.
+ * a crash or a stop left are taken up again. A job whose transaction fails (a full disk, a
+ * template that cannot be rendered) is kept and tried again after a pause that grows (0.5 s to
+ * 60 s); meanwhile it holds back the later jobs of its own alert only, not other alerts'.
  *
  * A caller that must answer with a job's counts (the officer's publish request) waits for it
  * with keng_pubq_wait. Loop thread only. */

@@ -318,3 +318,73 @@ TEST(publish_job_cut_by_a_stop_follows_the_quiet_hours_at_start)
     ASSERT_EQ(q_int(&p, "SELECT count(*) FROM deliveries WHERE next_at = 0"), 14);
     ward_done(&p);
 }
+
+/* A job that fails at every try (here: no template for its kind) is held and retried; another
+ * alert's publication behind it goes through meanwhile, and the waits hear of the failure. */
+typedef struct one_wait {
+    int calls, rc;
+    keng_publish_stats sum;
+} one_wait;
+
+static void wait_one(void *ud, int rc, const keng_publish_stats *sum)
+{
+    one_wait *w = ud;
+    w->calls++;
+    w->rc = rc;
+    w->sum = *sum;
+}
+
+static void any_step(void *ud, const char *alert_id, int done, const keng_publish_stats *st)
+{
+    (void)ud;
+    (void)alert_id;
+    (void)done;
+    (void)st;
+}
+
+TEST(pubq_a_failing_job_does_not_hold_back_other_alerts)
+{
+    pub_env p;
+    ward(&p);
+    cJSON *bad = view();
+    cJSON_ReplaceItemInObject(bad, "id", cJSON_CreateString("A6"));
+    cJSON_ReplaceItemInObject(bad, "kind", cJSON_CreateString("no_such_kind"));
+    cJSON_ReplaceItemInObject(bad, "targets", cJSON_Parse("{\"groups\":[\"g-a\"]}"));
+    cJSON *good = view();
+    int64_t ids[2];
+    /* Begun: g-a has no leader, so nothing is rendered yet; its households will fail. */
+    ASSERT_EQ(keng_publish_begin_alert(&p.ctx, "A6", 1, bad, "officer", &ids[0]), 0);
+    ASSERT_EQ(keng_publish_begin_alert(&p.ctx, "A7", 1, good, "officer", &ids[1]), 0);
+    /* An update of the bad alert, stored after: it must wait for the alert's own job. */
+    int64_t upd;
+    ASSERT_EQ(keng_publish_begin_event(&p.ctx, "A6", 2, "update", bad, "officer", &upd), 0);
+    cJSON_Delete(bad);
+    cJSON_Delete(good);
+    uv_loop_t loop;
+    ASSERT_EQ(uv_loop_init(&loop), 0);
+    q_env q = {.p = &p};
+    keng_pubq_config cfg = {.chunk = 2, .ctx = q_ctx, .on_step = any_step, .ud = &q};
+    keng_pubq *pq = NULL;
+    ASSERT_EQ(keng_pubq_new(&loop, p.fo.st, &cfg, &pq), 0);
+    one_wait wa = {0}, wb = {0};
+    ASSERT_EQ(keng_pubq_wait(pq, &ids[0], 1, wait_one, &wa), 0);
+    ASSERT_EQ(keng_pubq_wait(pq, &ids[1], 1, wait_one, &wb), 0);
+    /* The good one is done while the bad one waits out its pauses (0.5 s, 1 s, 2 s). */
+    for (int i = 0; i < 100000 && (wb.calls == 0 || wa.calls == 0); i++)
+        uv_run(&loop, UV_RUN_ONCE);
+    ASSERT_EQ(wb.calls, 1);
+    ASSERT_EQ(wb.rc, 0);
+    ASSERT_EQ(wb.sum.recipients, 15);
+    ASSERT_EQ(wa.calls, 1); /* told at the third failed try */
+    ASSERT_LT(wa.rc, 0);
+    ASSERT_EQ(q_int(&p, "SELECT count(*) FROM deliveries WHERE alert_id = 'A7'"), 14);
+    /* The bad job is kept (it goes on after a fix, or at the next start), nothing of it sent;
+     * the update behind it waits in order. */
+    ASSERT_EQ(keng_pubq_pending(pq), 2);
+    ASSERT_EQ(q_int(&p, "SELECT count(*) FROM publish_jobs WHERE alert_id = 'A6'"), 2);
+    ASSERT_EQ(q_int(&p, "SELECT count(*) FROM deliveries WHERE alert_id = 'A6'"), 0);
+    keng_pubq_close(pq);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
+    ward_done(&p);
+}
