@@ -578,3 +578,18 @@ int assert_each_once_but_inflight(const cJSON *log, const char *alert_id, int n,
     cJSON_Delete(per_key);
     return repeats;
 }
+
+cJSON *alert_deliveries(kengd *k, const char *alert, const char *query)
+{
+    char p[512];
+    snprintf(p, sizeof p, "/v1/alerts/%s/deliveries%s%s", alert, query ? "?" : "",
+             query ? query : "");
+    resp r;
+    http(k, "GET", p, NULL, NULL, NULL, 0, &r);
+    if (r.status != 200) TEST_FAIL("GET %s: %ld %s", p, r.status, r.body);
+    cJSON *j = r.json;
+    r.json = NULL;
+    resp_free(&r);
+    ASSERT_NOT_NULL(j);
+    return j;
+}

@@ -77,6 +77,10 @@ long long now_ms(void);
  * SQLite answers "ok", else 0 with what it answered (or why it could not open) in why. */
 int db_integrity_ok(const char *dir, char *why, size_t whylen);
 
+/* GET /v1/alerts/ALERT/deliveries[?query] with the admin token: the answer's JSON (counts,
+ * reach, items, total; cJSON_Delete it); fails the test on anything but 200. */
+cJSON *alert_deliveries(kengd *k, const char *alert, const char *query);
+
 /* The receiver's log after a kill -9 and a restart (at-least-once): every request signed and
  * keyed "ALERT_ID.…"; n distinct keys; a key sent twice only when inflight (an object whose
  * names are keys) has it, never three times. Returns the repeats. */

@@ -47,22 +47,6 @@ static void publish(kengd *k, const char *targets, const char *urgency, char id[
     if (out->status != 200) TEST_FAIL("publish: %ld %s", out->status, out->body);
 }
 
-/* GET /v1/alerts/ID/deliveries?query as JSON (cJSON_Delete it). */
-static cJSON *deliveries(kengd *k, const char *alert, const char *query)
-{
-    char p[512];
-    snprintf(p, sizeof p, "/v1/alerts/%s/deliveries%s%s", alert, query ? "?" : "",
-             query ? query : "");
-    resp r;
-    http(k, "GET", p, NULL, NULL, NULL, 0, &r);
-    if (r.status != 200) TEST_FAIL("GET %s: %ld %s", p, r.status, r.body);
-    cJSON *j = r.json;
-    r.json = NULL;
-    resp_free(&r);
-    ASSERT_NOT_NULL(j);
-    return j;
-}
-
 /* The row of recipient (and channel, or any) among a deliveries answer's items. */
 static const cJSON *item_of(const cJSON *d, const char *recipient, const char *channel)
 {
@@ -83,7 +67,7 @@ typedef struct {
 static int settled(void *ud)
 {
     settle_ctx *w = ud;
-    cJSON *d = deliveries(w->k, w->alert, "limit=1");
+    cJSON *d = alert_deliveries(w->k, w->alert, "limit=1");
     int ok = jnum(d, "counts.delivered") == w->delivered && jnum(d, "counts.dead") == w->dead &&
              jnum(d, "counts.pending") == w->pending && jnum(d, "counts.inflight") == 0;
     cJSON_Delete(d);
@@ -95,7 +79,7 @@ static void wait_settled(kengd *k, const char *alert, int delivered, int dead, i
 {
     settle_ctx w = {k, alert, delivered, dead, pending};
     if (wait_for(settled, &w, timeout_ms)) return;
-    cJSON *d = deliveries(k, alert, "limit=1");
+    cJSON *d = alert_deliveries(k, alert, "limit=1");
     char *s = cJSON_PrintUnformatted(jget(d, "counts"));
     TEST_FAIL("alert %s did not settle at delivered=%d dead=%d pending=%d within %d ms: %s", alert,
               delivered, dead, pending, timeout_ms, s);
@@ -456,7 +440,7 @@ TEST_TIMEOUT(e2e_fanout_max_response_from_the_config, 60)
     publish(&k, "{\"groups\":[\"g-r\"]}", "immediate", id, &r);
     resp_free(&r);
     wait_settled(&k, id, 0, 1, 0, 10000);
-    cJSON *d = deliveries(&k, id, "status=dead");
+    cJSON *d = alert_deliveries(&k, id, "status=dead");
     ASSERT_EQ(jnum(d, "items[0].last_code"), 400);
     ASSERT_STR_EQ(jstr(d, "items[0].last_error"), "HTTP 400");
     cJSON_Delete(d);
@@ -485,7 +469,7 @@ TEST_TIMEOUT(e2e_fanout_redeliver_dead_after_receiver_fixed, 60)
     ASSERT_EQ(jnum(r.json, "fanout.deliveries"), 2);
     resp_free(&r);
     wait_settled(&k, id, 1, 1, 0, 10000);
-    cJSON *d = deliveries(&k, id, "status=dead");
+    cJSON *d = alert_deliveries(&k, id, "status=dead");
     ASSERT_STR_EQ(jstr(d, "items[0].recipient"), "d-1");
     ASSERT_EQ(jnum(d, "items[0].last_code"), 400);
     ASSERT_EQ(jnum(d, "items[0].attempts"), 1);
@@ -522,7 +506,7 @@ TEST_TIMEOUT(e2e_fanout_redeliver_dead_after_receiver_fixed, 60)
     ASSERT_STR_EQ(jstr(second, "body.text"), text1);
     free(text1);
     cJSON_Delete(log);
-    d = deliveries(&k, id, NULL);
+    d = alert_deliveries(&k, id, NULL);
     const cJSON *row = item_of(d, "d-1", "webhook");
     ASSERT_NOT_NULL(row);
     ASSERT_STR_EQ(jstr(row, "status"), "delivered");
@@ -579,7 +563,7 @@ TEST_TIMEOUT(e2e_fanout_quiet_hours_hold_expected_not_immediate, 60)
     wait_settled(&k, immediate, 3, 0, 0, 10000);
     const char *held[] = {expected, future};
     for (int i = 0; i < 2; i++) {
-        cJSON *d = deliveries(&k, held[i], NULL);
+        cJSON *d = alert_deliveries(&k, held[i], NULL);
         ASSERT_EQ(jnum(d, "counts.pending"), 3);
         ASSERT_EQ(jnum(d, "counts.delivered"), 0);
         ASSERT_EQ(jnum(d, "counts.inflight"), 0);
@@ -609,7 +593,7 @@ TEST_TIMEOUT(e2e_fanout_quiet_hours_hold_expected_not_immediate, 60)
     publish(&k, "{\"groups\":[\"g-q\"]}", "expected", later, &r);
     resp_free(&r);
     wait_settled(&k, later, 3, 0, 0, 10000);
-    cJSON *d = deliveries(&k, later, NULL);
+    cJSON *d = alert_deliveries(&k, later, NULL);
     for (const cJSON *it = jget(d, "items")->child; it; it = it->next)
         ASSERT_LE(jnum(it, "next_at"), (double)time(NULL));
     cJSON_Delete(d);
@@ -654,7 +638,7 @@ TEST_TIMEOUT(e2e_fanout_zalo_quota_falls_back_and_telegram_wiring, 60)
     resp_free(&r);
     /* z-1 by file after Zalo's quota error, z-2 by Zalo, t-1 by Telegram */
     wait_settled(&k, id, 3, 1, 0, 15000);
-    cJSON *d = deliveries(&k, id, NULL);
+    cJSON *d = alert_deliveries(&k, id, NULL);
     const cJSON *zq = item_of(d, "z-1", "zalo_oa"), *zf = item_of(d, "z-1", "file");
     ASSERT_NOT_NULL(zq);
     ASSERT_NOT_NULL(zf);
@@ -730,7 +714,7 @@ TEST_TIMEOUT(e2e_fanout_zalo_quota_falls_back_and_telegram_wiring, 60)
     log_ctx lc = {&zalo, 3};
     ASSERT(wait_for(log_has, &lc, 10000));
     wait_settled(&k, id, 3, 1, 0, 10000);
-    d = deliveries(&k, id, NULL);
+    d = alert_deliveries(&k, id, NULL);
     ASSERT_EQ(jnum(d, "total"), 4);
     ASSERT_STR_EQ(jstr(item_of(d, "z-1", "zalo_oa"), "status"), "dead");
     cJSON_Delete(d);
@@ -850,10 +834,10 @@ static int fast_done_or_slow_failed(void *ud)
 {
     race_ctx *c = ud;
     /* Fast first, slow after: "fast done, slow not attempted yet" then holds at one moment. */
-    cJSON *d = deliveries(c->k, c->fast, "limit=1");
+    cJSON *d = alert_deliveries(c->k, c->fast, "limit=1");
     c->fast_delivered = (int)jnum(d, "counts.delivered");
     cJSON_Delete(d);
-    d = deliveries(c->k, c->slow, "limit=1");
+    d = alert_deliveries(c->k, c->slow, "limit=1");
     c->slow_attempted = attempted(d);
     cJSON_Delete(d);
     return c->fast_delivered == 5 || c->slow_attempted > 0;
@@ -862,7 +846,7 @@ static int fast_done_or_slow_failed(void *ud)
 static int slow_attempted_at_least(void *ud)
 {
     race_ctx *c = ud;
-    cJSON *d = deliveries(c->k, c->slow, "limit=1");
+    cJSON *d = alert_deliveries(c->k, c->slow, "limit=1");
     c->slow_attempted = attempted(d);
     cJSON_Delete(d);
     return c->slow_attempted >= 64; /* a first round of timeouts (64: the default per-host cap) */
@@ -923,7 +907,7 @@ TEST_TIMEOUT(e2e_fanout_slow_host_does_not_starve_another, 60)
     /* 2: every failed attempt of a hanging row is a request the receiver saw. */
     ASSERT(wait_for(slow_attempted_at_least, &rc, 30000));
     /* The database first, the receiver's log after: a request logged late only adds. */
-    cJSON *d = deliveries(&k, slow, "limit=1000");
+    cJSON *d = alert_deliveries(&k, slow, "limit=1000");
     cJSON *log = fake_log(&hang);
     int never_sent = 0, attempts_total = 0, rows = 0;
     char example[256] = "";

@@ -104,21 +104,6 @@ static int read_answer(int fd, char *buf, size_t cap, cJSON **json)
     return status;
 }
 
-/* GET /v1/alerts/ID/deliveries?limit=1: the counts and total (cJSON_Delete it). */
-static cJSON *delivery_counts(kengd *k, const char *alert)
-{
-    char p[256];
-    snprintf(p, sizeof p, "/v1/alerts/%s/deliveries?limit=1", alert);
-    resp r;
-    http(k, "GET", p, NULL, NULL, NULL, 0, &r);
-    if (r.status != 200) TEST_FAIL("GET %s: %ld %s", p, r.status, r.body);
-    cJSON *j = r.json;
-    r.json = NULL;
-    resp_free(&r);
-    ASSERT_NOT_NULL(j);
-    return j;
-}
-
 typedef struct {
     kengd *k;
     const char *alert;
@@ -128,7 +113,7 @@ typedef struct {
 static int all_delivered(void *ud)
 {
     settle_ctx *w = ud;
-    cJSON *d = delivery_counts(w->k, w->alert);
+    cJSON *d = alert_deliveries(w->k, w->alert, "limit=1");
     w->total = (int)jnum(d, "total");
     w->delivered = (int)jnum(d, "counts.delivered");
     w->inflight = (int)jnum(d, "counts.inflight");
@@ -522,7 +507,7 @@ TEST_TIMEOUT(e2e_publish_jobs_answer_counts_after_chunks, 60)
     ASSERT_EQ(jnum(ans, "fanout.unreachable"), want_unreach);
     ASSERT_EQ(jnum(ans, "fanout.deliveries"), want_deliveries);
     /* The API's own view of the outbox agrees at once: the rows were all written. */
-    cJSON *d = delivery_counts(&k, id);
+    cJSON *d = alert_deliveries(&k, id, "limit=1");
     ASSERT_EQ(jnum(d, "total"), want_deliveries);
     cJSON_Delete(d);
     wait_all_delivered(&k, id, want_deliveries, 20000);
@@ -606,13 +591,9 @@ TEST_TIMEOUT(e2e_publish_jobs_healthz_answered_during_big_publish, 60)
     resp_free(&r);
     /* So does the alert's deliveries page: its counts take in the rows there were when it was
      * asked, not those the publication goes on adding. */
-    char path[160];
-    snprintf(path, sizeof path, "/v1/alerts/%s/deliveries?limit=1", id);
-    http(&k, "GET", path, k.token, NULL, NULL, 0, &r);
-    ASSERT_EQ(r.status, 200);
-    ASSERT_NOT_NULL(r.json);
-    ASSERT_GT(jnum(r.json, "total"), 0);
-    resp_free(&r);
+    cJSON *page = alert_deliveries(&k, id, "limit=1");
+    ASSERT_GT(jnum(page, "total"), 0);
+    cJSON_Delete(page);
     /* Both answers came first: the publish is still unanswered. */
     int publish_first = answered(fd);
     char *buf = malloc(1 << 20);
