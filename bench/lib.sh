@@ -24,3 +24,16 @@ wait_kengd() {
         sleep 0.02
     done
 }
+
+# wait_nginx URL PID PREFIX: until the nginx (PID, started with -p PREFIX) answers URL; if it
+# exits or takes more than 5 s, shows the end of its error log and exits the run.
+wait_nginx() {
+    _i=0
+    until curl -s -o /dev/null "$1"; do
+        _i=$((_i + 1))
+        if [ $_i -ge 100 ] || ! kill -0 "$2" 2>/dev/null; then
+            echo "nginx did not start:" >&2; tail -5 "$3/logs/error.log" >&2; exit 1
+        fi
+        sleep 0.05
+    done
+}

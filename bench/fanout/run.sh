@@ -45,10 +45,7 @@ http {
 CONF
 /usr/sbin/nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/logs/error.log" &
 NGINX_PID=$!
-i=0
-until curl -s -o /dev/null "http://127.0.0.1:$PORT/"; do
-    i=$((i + 1)); [ $i -lt 100 ] || { echo "nginx did not start" >&2; exit 1; }; sleep 0.05
-done
+wait_nginx "http://127.0.0.1:$PORT/" "$NGINX_PID" "$TMP/nginx"
 URL="http://127.0.0.1:$PORT/hook"
 echo "# N=$N receiver=nginx 204 on $URL, $(nproc) cores, $(curl-config --version)"
 B1=$("$TMP/bare" "$URL" "$N"); echo "$B1"

@@ -101,13 +101,7 @@ http {
 CONF
     "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/logs/error.log" &
     NGINX_PID=$!
-    i=0
-    until curl -sf -o /dev/null "http://127.0.0.1:$NPORT/healthz.json"; do
-        i=$((i + 1))
-        if [ $i -ge 100 ] || ! kill -0 "$NGINX_PID" 2>/dev/null; then
-            echo "nginx did not start:" >&2; tail -5 "$TMP/nginx/logs/error.log" >&2; exit 1; fi
-        sleep 0.05
-    done
+    wait_nginx "http://127.0.0.1:$NPORT/healthz.json" "$NGINX_PID" "$TMP/nginx"
 }
 
 # cpu_ticks PID...: user + system CPU ticks of the processes (fields 14 and 15 of /proc/PID/stat).

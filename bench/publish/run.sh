@@ -77,14 +77,7 @@ http {
 CONF
 "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/logs/error.log" &
 NGINX_PID=$!
-i=0
-until curl -s -o /dev/null "http://127.0.0.1:$NPORT/ready"; do
-    i=$((i + 1))
-    if [ $i -ge 100 ] || ! kill -0 "$NGINX_PID" 2>/dev/null; then
-        echo "nginx did not start:" >&2; tail -5 "$TMP/nginx/logs/error.log" >&2; exit 1
-    fi
-    sleep 0.05
-done
+wait_nginx "http://127.0.0.1:$NPORT/ready" "$NGINX_PID" "$TMP/nginx"
 HOOK="http://127.0.0.1:$NPORT/hook"
 
 # ---- the ward: N webhook households ----
