@@ -23,7 +23,7 @@ int keng_outbox_claim(keng_store *st, int64_t now, int limit,
                       void (*fn)(void *ud, const keng_outbox_row *row), void *ud)
 {
     if (limit <= 0) return 0;
-    /* Read the due rows in order (the partial index deliveries_due), then mark the same rows
+    /* Read the due rows in order (the partial index delivery_state_due), then mark the same rows
      * inflight with one statement, inside one transaction: nothing writes in between (one
      * writer, the loop), so both see the same rows. UPDATE … RETURNING did it in one statement
      * but buffers every returned row first; this measured a quarter fewer instructions. */
@@ -31,8 +31,9 @@ int keng_outbox_claim(keng_store *st, int64_t now, int limit,
     if (rc) return rc;
     sqlite3_stmt *s = keng_store_stmt(
         st, "SELECT id, alert_id, revision, event, recipient, channel, contact_index, address,"
-            " message_id, link_kind, idem_key, attempts, created_at FROM deliveries"
-            " WHERE status = 'pending' AND next_at <= ?1 ORDER BY next_at, id LIMIT ?2");
+            " message_id, link_kind, idem_key, s.attempts, created_at FROM delivery_state s"
+            " JOIN deliveries USING (id) WHERE s.status = 'pending' AND s.next_at <= ?1"
+            " ORDER BY s.next_at, s.id LIMIT ?2");
     if (!s) {
         keng_store_rollback(st);
         return -EIO;
@@ -68,8 +69,8 @@ int keng_outbox_claim(keng_store *st, int64_t now, int limit,
     }
     sqlite3_reset(s);
     if (n > 0) {
-        s = keng_store_stmt(st, "UPDATE deliveries SET status = 'inflight' WHERE id IN (SELECT id"
-                                " FROM deliveries WHERE status = 'pending' AND next_at <= ?1"
+        s = keng_store_stmt(st, "UPDATE delivery_state SET status = 'inflight' WHERE id IN (SELECT"
+                                " id FROM delivery_state WHERE status = 'pending' AND next_at <= ?1"
                                 " ORDER BY next_at, id LIMIT ?2)");
         if (!s) {
             keng_store_rollback(st);
@@ -94,7 +95,7 @@ int keng_outbox_write(keng_store *st, const keng_outbox_result *res, int n)
     int rc = keng_store_begin(st);
     if (rc) return rc;
     static const char *const up_sql =
-        "UPDATE deliveries SET status = ?2, attempts = ?3, next_at = ?4,"
+        "UPDATE delivery_state SET status = ?2, attempts = ?3, next_at = ?4,"
         " last_code = CASE WHEN ?5 = -1 THEN last_code ELSE ?5 END,"
         " last_error = COALESCE(?6, last_error), delivered_at = ?7, latency_ms = ?8 WHERE id = ?1";
     static const char *const names[] = {"pending", "delivered", "dead"};
@@ -241,9 +242,9 @@ int keng_outbox_fallback(keng_store *st, int64_t delivery_id, int64_t now)
         }
         s = keng_store_stmt(
             st, "INSERT INTO deliveries (alert_id, revision, event, recipient, channel,"
-                " contact_index, address, message_id, link_kind, idem_key, status, attempts,"
-                " next_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
-                " 'pending', 0, 0, ?11) ON CONFLICT (idem_key) DO NOTHING");
+                " contact_index, address, message_id, link_kind, idem_key, created_at)"
+                " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                " ON CONFLICT (idem_key) DO NOTHING");
         if (!s) {
             rc = -EIO;
             break;
@@ -261,7 +262,8 @@ int keng_outbox_fallback(keng_store *st, int64_t delivery_id, int64_t now)
         sqlite3_bind_int64(s, 11, now);
         if ((rc = step_done(st, s))) break;
         if (sqlite3_changes(keng_store_db(st)) > 0) {
-            rc = 1;
+            rc = keng_outbox_add_state(st, sqlite3_last_insert_rowid(keng_store_db(st)), 0);
+            if (rc == 0) rc = 1;
             break;
         }
     }
@@ -278,13 +280,46 @@ out:
 int keng_outbox_recover(keng_store *st)
 {
     sqlite3_stmt *s =
-        keng_store_stmt(st, "UPDATE deliveries SET status = 'pending' WHERE status = 'inflight'");
+        keng_store_stmt(st, "UPDATE delivery_state SET status = 'pending' WHERE status = 'inflight'");
     if (!s) return -EIO;
     int rc = step_done(st, s);
     if (rc) return rc;
     int n = sqlite3_changes(keng_store_db(st));
     if (n) keng_info("outbox: %d deliveries in flight at the last stop go out again", n);
     return n;
+}
+
+int keng_outbox_add_state(keng_store *st, int64_t id, int64_t next_at)
+{
+    sqlite3_stmt *s =
+        keng_store_stmt(st, "INSERT INTO delivery_state (id, next_at) VALUES (?1, ?2)");
+    if (!s) return -EIO;
+    sqlite3_bind_int64(s, 1, id);
+    sqlite3_bind_int64(s, 2, next_at);
+    return step_done(st, s);
+}
+
+int keng_outbox_add_states(keng_store *st, int64_t after_id, int64_t next_at)
+{
+    /* New rows are the ids above the largest before the insert (INTEGER PRIMARY KEY without
+     * AUTOINCREMENT: a new rowid is the largest + 1; one writer). */
+    sqlite3_stmt *s = keng_store_stmt(st, "INSERT INTO delivery_state (id, next_at)"
+                                          " SELECT id, ?2 FROM deliveries WHERE id > ?1");
+    if (!s) return -EIO;
+    sqlite3_bind_int64(s, 1, after_id);
+    sqlite3_bind_int64(s, 2, next_at);
+    int rc = step_done(st, s);
+    return rc ? rc : sqlite3_changes(keng_store_db(st));
+}
+
+int64_t keng_outbox_last_id(keng_store *st)
+{
+    sqlite3_stmt *s = keng_store_stmt(st, "SELECT coalesce(max(id), 0) FROM deliveries");
+    if (!s) return -EIO;
+    int rc = sqlite3_step(s);
+    int64_t v = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    sqlite3_reset(s);
+    return rc == SQLITE_ROW ? v : (keng_store_errno(rc) ? keng_store_errno(rc) : -EIO);
 }
 
 static int add_count(cJSON *obj, const char *key, int64_t n)
@@ -315,9 +350,10 @@ int keng_outbox_counts(keng_store *st, const char *alert_id, cJSON **out)
     *out = NULL;
     sqlite3_stmt *s =
         alert_id ? keng_store_stmt(st, "SELECT channel, status, attempts > 0, COUNT(*) FROM"
-                                       " deliveries WHERE alert_id = ?1 GROUP BY 1, 2, 3")
+                                       " deliveries JOIN delivery_state USING (id)"
+                                       " WHERE alert_id = ?1 GROUP BY 1, 2, 3")
                  : keng_store_stmt(st, "SELECT channel, status, attempts > 0, COUNT(*) FROM"
-                                       " deliveries GROUP BY 1, 2, 3");
+                                       " deliveries JOIN delivery_state USING (id) GROUP BY 1, 2, 3");
     if (!s) return -EIO;
     if (alert_id) sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_STATIC);
     cJSON *root = new_counts(), *by = cJSON_CreateObject();
@@ -403,7 +439,8 @@ static int row_json(sqlite3_stmt *s, cJSON *arr)
 
 static int item_add(keng_store *st, cJSON *arr, int64_t id)
 {
-    sqlite3_stmt *s = keng_store_stmt(st, "SELECT " ROW_COLS " FROM deliveries WHERE id = ?1");
+    sqlite3_stmt *s = keng_store_stmt(
+        st, "SELECT " ROW_COLS " FROM deliveries JOIN delivery_state USING (id) WHERE id = ?1");
     if (!s) return -EIO;
     sqlite3_bind_int64(s, 1, id);
     int step = sqlite3_step(s);
@@ -425,10 +462,11 @@ int keng_outbox_list_step(keng_store *st, keng_outbox_walk *w, int budget)
     sqlite3_stmt *s = keng_store_stmt(
         st, any    ? "SELECT id, '', 0 FROM deliveries WHERE alert_id = ?1 AND id > ?2"
                      " ORDER BY id LIMIT ?3"
-            : dead ? "SELECT id, 'dead', 0 FROM deliveries WHERE alert_id = ?1 AND status = 'dead'"
+            : dead ? "SELECT id, 'dead', 0 FROM delivery_state INDEXED BY delivery_state_dead"
+                     " JOIN deliveries USING (id) WHERE status = 'dead' AND alert_id = ?1"
                      " AND id > ?2 ORDER BY id LIMIT ?3"
-                   : "SELECT id, status, attempts FROM deliveries WHERE alert_id = ?1 AND id > ?2"
-                     " ORDER BY id LIMIT ?3");
+                   : "SELECT id, status, attempts FROM deliveries JOIN delivery_state USING (id)"
+                     " WHERE alert_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3");
     if (!s) return -EIO;
     int lim = any && budget < (1 << 27) ? budget * 8 : budget;
     sqlite3_bind_text(s, 1, w->alert_id, -1, SQLITE_STATIC);
@@ -467,7 +505,8 @@ int keng_outbox_list(keng_store *st, const char *alert_id, const char *status, i
     if (!alert_id || limit < 0 || offset < 0) return -EINVAL;
     if (total) {
         sqlite3_stmt *s = keng_store_stmt(
-            st, "SELECT COUNT(*) FROM deliveries WHERE alert_id = ?1 AND (?2 IS NULL OR"
+            st, "SELECT COUNT(*) FROM deliveries JOIN delivery_state USING (id)"
+                " WHERE alert_id = ?1 AND (?2 IS NULL OR"
                 " (?2 = 'failed' AND status = 'pending' AND attempts > 0) OR status = ?2)");
         if (!s) return -EIO;
         sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_STATIC);
@@ -492,8 +531,10 @@ int keng_outbox_redeliver(keng_store *st, const char *alert_id)
 {
     if (!alert_id) return -EINVAL;
     sqlite3_stmt *s =
-        keng_store_stmt(st, "UPDATE deliveries SET status = 'pending', attempts = 0, next_at = 0"
-                            " WHERE alert_id = ?1 AND status = 'dead'");
+        keng_store_stmt(st, "UPDATE delivery_state SET status = 'pending', attempts = 0,"
+                            " next_at = 0 WHERE status = 'dead' AND id IN (SELECT id FROM"
+                            " delivery_state INDEXED BY delivery_state_dead JOIN deliveries"
+                            " USING (id) WHERE status = 'dead' AND alert_id = ?1)");
     if (!s) return -EIO;
     sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_STATIC);
     int rc = step_done(st, s);
@@ -504,7 +545,7 @@ int keng_outbox_rehold(keng_store *st, int64_t now, int64_t not_before)
 {
     /* A pending row never tried whose time is still to come is one quiet hours held (a retry
      * has attempts > 0): it waits for the quiet hours in force now, not the ones it met. */
-    sqlite3_stmt *s = keng_store_stmt(st, "UPDATE deliveries SET next_at = ?2 WHERE status ="
+    sqlite3_stmt *s = keng_store_stmt(st, "UPDATE delivery_state SET next_at = ?2 WHERE status ="
                                           " 'pending' AND next_at > ?1 AND attempts = 0 AND"
                                           " next_at <> ?2");
     if (!s) return -EIO;
@@ -526,7 +567,7 @@ int keng_outbox_rehold(keng_store *st, int64_t now, int64_t not_before)
 int64_t keng_outbox_next_due(keng_store *st, int64_t now)
 {
     sqlite3_stmt *s = keng_store_stmt(
-        st, "SELECT MIN(next_at) FROM deliveries WHERE status = 'pending' AND next_at > ?1");
+        st, "SELECT MIN(next_at) FROM delivery_state WHERE status = 'pending' AND next_at > ?1");
     if (!s) return -EIO;
     sqlite3_bind_int64(s, 1, now);
     int64_t v = 0;

@@ -4,6 +4,7 @@
 #include "keng/audit.h"
 #include "keng/auth.h"
 #include "keng/log.h"
+#include "keng/outbox.h"
 
 #include <errno.h>
 #include <math.h>
@@ -319,29 +320,33 @@ static int deliveries_for(const keng_publish_ctx *c, const char *alert_id, int r
 {
 #define DELIVERIES_SQL(from, where)                                                                \
     "INSERT OR IGNORE INTO deliveries(alert_id, revision, event, recipient, channel,"              \
-    " contact_index, address, message_id, link_kind, idem_key, status, next_at, created_at)"       \
+    " contact_index, address, message_id, link_kind, idem_key, created_at)"                        \
     " SELECT ?1, ?2, ?3, r.member_id, json_extract(m.contacts, '$[0].type'), 0,"                   \
     "  json_extract(m.contacts, '$[0]'), msg.id, msg.link_kind,"                                   \
-    "  ?1 || '.' || ?2 || '.' || r.member_id || '.' || json_extract(m.contacts, '$[0].type'),"     \
-    "  'pending', ?4, ?5"                                                                          \
+    "  ?1 || '.' || ?2 || '.' || r.member_id || '.' || json_extract(m.contacts, '$[0].type'), ?5"  \
     " FROM " from " JOIN members m ON m.id = r.member_id"                                          \
     " JOIN messages msg ON msg.alert_id = ?1 AND msg.revision = ?2 AND msg.event = ?3"             \
     "  AND msg.lang = m.lang AND msg.channel = json_extract(m.contacts, '$[0].type')"              \
     "  AND msg.link_kind = CASE r.role WHEN 'leader' THEN 'l' ELSE 'r' END"                        \
     "  AND msg.note IS ?6"                                                                         \
     " WHERE " where " AND (?8 = 0 OR r.role = 'member') AND json_array_length(m.contacts) > 0"
+    int64_t last = keng_outbox_last_id(c->st); /* the new rows' states: ids above it */
+    if (last < 0) return (int)last;
     sqlite3_stmt *s = keng_store_stmt(c->st, r->via_group ? DELIVERIES_SQL(FROM_GROUP, RANGE_GROUP)
                                                           : DELIVERIES_SQL(FROM_ALL, RANGE_ALL));
     if (!s) return -EIO;
     bind_range(s, alert_id, r);
     sqlite3_bind_int(s, 2, revision);
     sqlite3_bind_text(s, 3, event, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 4, next_at);
     sqlite3_bind_int64(s, 5, c->now);
     if (note) sqlite3_bind_text(s, 6, note, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int(s, 8, members_only);
     int rc = step_done(s);
-    if (!rc) *count += sqlite3_changes(keng_store_db(c->st));
+    if (rc == 0 && sqlite3_changes(keng_store_db(c->st)) > 0) {
+        int n = keng_outbox_add_states(c->st, last, next_at);
+        if (n >= 0) *count += n;
+        rc = n < 0 ? n : 0;
+    }
     return rc;
 }
 
@@ -380,8 +385,8 @@ static int group_channels(const keng_publish_ctx *c, const char *alert_id, int r
             char *addr = cJSON_PrintUnformatted(ch);
             sqlite3_stmt *ins = keng_store_stmt(
                 c->st, "INSERT OR IGNORE INTO deliveries(alert_id, revision, event, recipient,"
-                       " channel, contact_index, address, message_id, link_kind, idem_key, status,"
-                       " next_at, created_at) VALUES (?,?,?,?,?,?,?,?,'',?,'pending',?,?)");
+                       " channel, contact_index, address, message_id, link_kind, idem_key,"
+                       " created_at) VALUES (?,?,?,?,?,?,?,?,'',?,?)");
             if (!ins || !addr) {
                 cJSON_free(addr);
                 rc = -EIO;
@@ -396,11 +401,14 @@ static int group_channels(const keng_publish_ctx *c, const char *alert_id, int r
             sqlite3_bind_text(ins, 7, addr, -1, SQLITE_TRANSIENT);
             sqlite3_bind_int64(ins, 8, mid);
             sqlite3_bind_text(ins, 9, key, -1, SQLITE_TRANSIENT);
-            sqlite3_bind_int64(ins, 10, next_at);
-            sqlite3_bind_int64(ins, 11, c->now);
+            sqlite3_bind_int64(ins, 10, c->now);
             cJSON_free(addr);
             rc = step_done(ins);
-            if (!rc) *count += sqlite3_changes(keng_store_db(c->st));
+            if (!rc && sqlite3_changes(keng_store_db(c->st)) > 0) {
+                rc = keng_outbox_add_state(c->st, sqlite3_last_insert_rowid(keng_store_db(c->st)),
+                                           next_at);
+                if (!rc) *count += 1;
+            }
         }
     }
     cJSON_Delete(rows);

@@ -80,7 +80,9 @@ static const char *const migrations[] = {
     "  alert_json TEXT NOT NULL, photos TEXT NOT NULL DEFAULT '[]', note TEXT,"
     "  UNIQUE (alert_id, revision, event, lang, channel, link_kind, note));"
     /* The outbox. status: pending → inflight → delivered | pending (retry at next_at) | dead.
-     * recipient is a member id, or "group:ID" for a group's own channel. */
+     * recipient is a member id, or "group:ID" for a group's own channel. Migration 4 moves
+     * status, attempts, next_at, last_code, last_error, delivered_at and latency_ms to
+     * delivery_state (one row per delivery, same id). */
     "CREATE TABLE deliveries ("
     "  id INTEGER PRIMARY KEY, alert_id TEXT NOT NULL, revision INTEGER NOT NULL,"
     "  event TEXT NOT NULL, recipient TEXT NOT NULL, channel TEXT NOT NULL,"
@@ -129,6 +131,30 @@ static const char *const migrations[] = {
     "  n_relay_groups INTEGER NOT NULL DEFAULT 0, n_recipients INTEGER NOT NULL DEFAULT 0,"
     "  n_held INTEGER NOT NULL DEFAULT 0, n_unreachable INTEGER NOT NULL DEFAULT 0,"
     "  n_deliveries INTEGER NOT NULL DEFAULT 0);",
+    /* 4: a delivery's state apart from the delivery. A row of deliveries is written once, by
+     * publish (what goes where: recipient, address, key, message); what happens to it (status,
+     * attempts, when next, the last answer) changes twice per delivery and lives in a narrow row
+     * of delivery_state with the same id, so the fan-out rewrites some 30 bytes per change
+     * instead of the whole 200-300 byte row (half the outbox's database time per delivery). */
+    "CREATE TABLE delivery_state ("
+    "  id INTEGER PRIMARY KEY, status TEXT NOT NULL DEFAULT 'pending',"
+    "  attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL DEFAULT 0,"
+    "  last_code INTEGER, last_error TEXT, delivered_at INTEGER, latency_ms INTEGER);"
+    "INSERT INTO delivery_state (id, status, attempts, next_at, last_code, last_error,"
+    "  delivered_at, latency_ms) SELECT id, status, attempts, next_at, last_code, last_error,"
+    "  delivered_at, latency_ms FROM deliveries;"
+    "DROP INDEX deliveries_due;"
+    "DROP INDEX deliveries_dead;"
+    "ALTER TABLE deliveries DROP COLUMN status;"
+    "ALTER TABLE deliveries DROP COLUMN attempts;"
+    "ALTER TABLE deliveries DROP COLUMN next_at;"
+    "ALTER TABLE deliveries DROP COLUMN last_code;"
+    "ALTER TABLE deliveries DROP COLUMN last_error;"
+    "ALTER TABLE deliveries DROP COLUMN delivered_at;"
+    "ALTER TABLE deliveries DROP COLUMN latency_ms;"
+    /* Only pending rows are due (see 1); dead rows are few, found across alerts by this. */
+    "CREATE INDEX delivery_state_due ON delivery_state(next_at) WHERE status = 'pending';"
+    "CREATE INDEX delivery_state_dead ON delivery_state(id) WHERE status = 'dead';",
 };
 
 int keng_store_errno(int rc)

@@ -246,10 +246,12 @@ static int job_chunk(keng_tally *t, tjob **q)
     tjob *j = *q;
     sqlite3_stmt *s = keng_store_stmt(
         t->st, j->dead_only
-                   ? "SELECT id, channel, 'dead', 0 FROM deliveries WHERE alert_id = ?1"
-                     " AND status = 'dead' AND id > ?2 AND id <= ?3 ORDER BY id LIMIT ?4"
-                   : "SELECT id, channel, status, attempts FROM deliveries WHERE alert_id = ?1"
-                     " AND id > ?2 AND id <= ?3 ORDER BY id LIMIT ?4");
+                   ? "SELECT id, channel, 'dead', 0 FROM delivery_state INDEXED BY"
+                     " delivery_state_dead JOIN deliveries USING (id) WHERE status = 'dead'"
+                     " AND alert_id = ?1 AND id > ?2 AND id <= ?3 ORDER BY id LIMIT ?4"
+                   : "SELECT id, channel, status, attempts FROM deliveries JOIN delivery_state"
+                     " USING (id) WHERE alert_id = ?1 AND id > ?2 AND id <= ?3 ORDER BY id"
+                     " LIMIT ?4");
     if (!s) return -EIO;
     j->started = 1;
     sqlite3_bind_text(s, 1, j->id, -1, SQLITE_STATIC);
@@ -279,7 +281,8 @@ static int job_chunk(keng_tally *t, tjob **q)
 static int tail_chunk(keng_tally *t)
 {
     sqlite3_stmt *s = keng_store_stmt(t->st, "SELECT id, alert_id, channel, status, attempts"
-                                             " FROM deliveries WHERE id > ?1 ORDER BY id LIMIT ?2");
+                                             " FROM deliveries JOIN delivery_state USING (id)"
+                                             " WHERE id > ?1 ORDER BY id LIMIT ?2");
     if (!s) return -EIO;
     sqlite3_bind_int64(s, 1, t->hi);
     sqlite3_bind_int(s, 2, TALLY_CHUNK);

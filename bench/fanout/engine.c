@@ -92,6 +92,8 @@ int main(int argc, char **argv)
             sqlite3_bind_text(s, 2, addr, -1, SQLITE_STATIC);
             if (sqlite3_step(s) != SQLITE_DONE) die("insert", -1);
             sqlite3_reset(s);
+            if ((rc = keng_outbox_add_state(st, sqlite3_last_insert_rowid(keng_store_db(st)), 0)))
+                die("state", rc);
         }
         if ((rc = keng_store_commit(st))) die("commit", rc);
     }

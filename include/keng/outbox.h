@@ -1,7 +1,13 @@
-/* outbox: the SQL of the `deliveries` table (schema: migration 1 in src/store.c) — claim due rows,
- * write results in batches, put in-flight rows back after a crash, count and list them for the
- * API, re-queue dead ones. The outbox is the only source of truth of the fan-out; the engine
- * (fanout.c) keeps claimed rows in memory only while they are in flight. Loop thread only.
+/* outbox: the SQL of the `deliveries` and `delivery_state` tables (schema: migrations 1 and 4 in
+ * src/store.c) — claim due rows, write results in batches, put in-flight rows back after a crash,
+ * count and list them for the API, re-queue dead ones. The outbox is the only source of truth of
+ * the fan-out; the engine (fanout.c) keeps claimed rows in memory only while they are in flight.
+ * Loop thread only.
+ *
+ * A row of deliveries (what goes where) is written once; its state (status, attempts, next_at,
+ * the last answer) is the row of delivery_state with the same id, which whoever inserts
+ * deliveries must add in the same transaction (keng_outbox_add_state/_add_states): a delivery
+ * without one is never sent.
  *
  * status: pending → inflight → delivered | pending (retry at next_at, attempts > 0) | dead.
  * "failed" in counts is a pending row with attempts > 0 (it failed at least once, will retry). */
@@ -64,6 +70,14 @@ int keng_outbox_write(keng_store *st, const keng_outbox_result *res, int n);
  * idempotency key ALERT.REVISION.RECIPIENT.NEWCHANNEL). Returns 1 when a row was inserted,
  * 0 when there is no next contact, or a negative errno. */
 int keng_outbox_fallback(keng_store *st, int64_t delivery_id, int64_t now);
+
+/* The state of the delivery just inserted with this id: pending, due at next_at. 0 or errno. */
+int keng_outbox_add_state(keng_store *st, int64_t id, int64_t next_at);
+/* The same for every delivery with an id above after_id, i.e. inserted since keng_outbox_last_id
+ * returned after_id (a statement that inserts many rows). Returns how many, or a negative errno. */
+int keng_outbox_add_states(keng_store *st, int64_t after_id, int64_t next_at);
+/* The largest delivery id (0 when there is none), or a negative errno. */
+int64_t keng_outbox_last_id(keng_store *st);
 
 /* Start of kengd: rows left 'inflight' by a crash go back to 'pending' (attempts unchanged).
  * Returns how many rows were recovered, or a negative errno. */

@@ -83,7 +83,7 @@ TEST_TIMEOUT(e2e_sigterm_drains_http_and_fanout_within_one_grace, 60)
     snprintf(p, sizeof p, "%s/keng.db", k.dir);
     ASSERT_EQ(sqlite3_open_v2(p, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
     sqlite3_stmt *s;
-    ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT count(*), sum(attempts) FROM deliveries WHERE"
+    ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT count(*), sum(attempts) FROM delivery_state WHERE"
                                      " status = 'pending'", -1, &s, NULL),
               SQLITE_OK);
     ASSERT_EQ(sqlite3_step(s), SQLITE_ROW);

@@ -709,7 +709,7 @@ TEST(fanout_recover_counts_list_redeliver)
     int64_t b = fo_delivery(&e, "A1", "hh-2", "file", "{}", m, "r");
     int64_t c3 = fo_delivery(&e, "A1", "hh-3", "webhook", "{}", m, "r");
     fo_delivery(&e, "A2", "hh-1", "webhook", "{}", m, "r");
-    ASSERT_EQ(keng_store_exec(e.st, "UPDATE deliveries SET status = 'inflight' WHERE id <= 2"), 0);
+    ASSERT_EQ(keng_store_exec(e.st, "UPDATE delivery_state SET status = 'inflight' WHERE id <= 2"), 0);
     ASSERT_EQ(keng_outbox_recover(e.st), 2);
     ASSERT_STR_EQ(fo_get(&e, a).status, "pending");
     ASSERT_STR_EQ(fo_get(&e, b).status, "pending");

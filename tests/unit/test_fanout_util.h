@@ -149,7 +149,9 @@ static int64_t fo_delivery(fo_env *e, const char *alert, const char *recipient, 
     sqlite3_bind_text(s, 6, link_kind, -1, SQLITE_TRANSIENT);
     ASSERT_EQ(sqlite3_step(s), SQLITE_DONE);
     sqlite3_reset(s);
-    return sqlite3_last_insert_rowid(keng_store_db(e->st));
+    int64_t id = sqlite3_last_insert_rowid(keng_store_db(e->st));
+    ASSERT_EQ(keng_outbox_add_state(e->st, id, 0), 0);
+    return id;
 }
 
 typedef struct fo_row {
@@ -167,7 +169,7 @@ static fo_row fo_get(fo_env *e, int64_t id)
     sqlite3_stmt *s = keng_store_stmt(
         e->st, "SELECT status, attempts, IFNULL(last_code, 0), next_at, IFNULL(last_error, ''),"
                " IFNULL(delivered_at, 0), channel, idem_key, contact_index FROM deliveries"
-               " WHERE id = ?1");
+               " JOIN delivery_state USING (id) WHERE id = ?1");
     sqlite3_bind_int64(s, 1, id);
     if (sqlite3_step(s) == SQLITE_ROW) {
         snprintf(r.status, sizeof r.status, "%s", keng_store_text(s, 0));
@@ -186,8 +188,9 @@ static fo_row fo_get(fo_env *e, int64_t id)
 
 static int fo_count(fo_env *e, const char *where)
 {
-    char sql[256];
-    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM deliveries WHERE %s", where);
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM deliveries JOIN delivery_state USING (id) WHERE %s",
+             where);
     sqlite3_stmt *s;
     ASSERT_EQ(sqlite3_prepare_v2(keng_store_db(e->st), sql, -1, &s, NULL), SQLITE_OK);
     ASSERT_EQ(sqlite3_step(s), SQLITE_ROW);

@@ -308,14 +308,14 @@ TEST(publish_job_cut_by_a_stop_follows_the_quiet_hours_at_start)
     int64_t id = 0;
     ASSERT_EQ(keng_publish_begin_alert(&p.ctx, "A7", 1, v, "officer", &id), 0);
     cJSON_Delete(v);
-    ASSERT_GT(q_int(&p, "SELECT min(next_at) FROM deliveries"), p.ctx.now);
+    ASSERT_GT(q_int(&p, "SELECT min(next_at) FROM delivery_state"), p.ctx.now);
     /* kengd stops here and starts again with --quiet-hours off: the held leaders' rows and the
      * households the job has still to write go now. */
     ASSERT_EQ(keng_outbox_rehold(p.fo.st, p.ctx.now, 0), 2);
     int steps;
     keng_publish_stats st = run_chunked(&p, id, 4, &steps);
     ASSERT_EQ(st.deliveries, 14);
-    ASSERT_EQ(q_int(&p, "SELECT count(*) FROM deliveries WHERE next_at = 0"), 14);
+    ASSERT_EQ(q_int(&p, "SELECT count(*) FROM delivery_state WHERE next_at = 0"), 14);
     ward_done(&p);
 }
 

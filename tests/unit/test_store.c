@@ -5,6 +5,7 @@
 #include "test.h"
 
 #include "keng/log.h"
+#include "keng/outbox.h"
 #include "keng/store.h"
 
 #include <errno.h>
@@ -189,6 +190,90 @@ TEST(store_migrations_run_once)
         ASSERT_EQ(q_int(db, "SELECT count(*) FROM groups WHERE id = 'g1' AND name = 'Tổ 1'"), 1);
         env_close(&e);
     }
+    env_done(&e);
+}
+
+/* A database kengd left at schema 3 (state in the deliveries row) moves to 4 with every row's
+ * state kept, the old columns gone, and the outbox working on it. */
+TEST(store_migration_4_moves_delivery_state)
+{
+    st_env e;
+    env_init(&e);
+    env_open(&e);
+    ASSERT_GE(keng_store_schema_version(e.st), 4);
+    env_close(&e);
+    /* Back to schema 3's deliveries (migration 1's table and indexes, migration 2's), by hand. */
+    sqlite3 *raw = raw_open(e.db);
+    ASSERT_EQ(sqlite3_exec(
+                  raw,
+                  "DROP TABLE delivery_state; DROP TABLE deliveries;"
+                  "CREATE TABLE deliveries ("
+                  "  id INTEGER PRIMARY KEY, alert_id TEXT NOT NULL, revision INTEGER NOT NULL,"
+                  "  event TEXT NOT NULL, recipient TEXT NOT NULL, channel TEXT NOT NULL,"
+                  "  contact_index INTEGER NOT NULL DEFAULT 0, address TEXT NOT NULL,"
+                  "  message_id INTEGER NOT NULL, link_kind TEXT NOT NULL DEFAULT '',"
+                  "  idem_key TEXT NOT NULL UNIQUE, status TEXT NOT NULL DEFAULT 'pending',"
+                  "  attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL DEFAULT 0,"
+                  "  last_code INTEGER, last_error TEXT, created_at INTEGER NOT NULL,"
+                  "  delivered_at INTEGER, latency_ms INTEGER);"
+                  "CREATE INDEX deliveries_due ON deliveries(next_at) WHERE status = 'pending';"
+                  "CREATE INDEX deliveries_recipient ON deliveries(alert_id, recipient);"
+                  "CREATE INDEX deliveries_alert ON deliveries(alert_id);"
+                  "CREATE INDEX deliveries_dead ON deliveries(alert_id) WHERE status = 'dead';"
+                  "INSERT INTO deliveries VALUES (1, 'A1', 1, 'alert', 'hh-1', 'webhook', 0,"
+                  "  '{}', 1, 'r', 'A1.1.hh-1.webhook', 'delivered', 1, 0, 204, NULL, 100,"
+                  "  105, 42);"
+                  "INSERT INTO deliveries VALUES (2, 'A1', 1, 'alert', 'hh-2', 'zalo_oa', 0,"
+                  "  '{}', 2, 'r', 'A1.1.hh-2.zalo_oa', 'dead', 8, 0, 400, 'Quota exceeded',"
+                  "  100, NULL, NULL);"
+                  "INSERT INTO deliveries VALUES (3, 'A1', 1, 'alert', 'hh-3', 'webhook', 0,"
+                  "  '{}', 1, 'r', 'A1.1.hh-3.webhook', 'pending', 2, 4000000000, 503,"
+                  "  'HTTP 503', 100, NULL, NULL);"
+                  "INSERT INTO deliveries VALUES (4, 'A1', 1, 'alert', 'hh-4', 'webhook', 0,"
+                  "  '{}', 1, 'r', 'A1.1.hh-4.webhook', 'inflight', 0, 0, NULL, NULL, 100,"
+                  "  NULL, NULL);"
+                  "PRAGMA user_version = 3;",
+                  NULL, NULL, NULL),
+              SQLITE_OK);
+    sqlite3_close(raw);
+    env_open(&e);
+    sqlite3 *db = keng_store_db(e.st);
+    ASSERT_GE(keng_store_schema_version(e.st), 4);
+    ASSERT_EQ(q_int(db, "SELECT count(*) FROM pragma_table_info('deliveries')"
+                        " WHERE name IN ('status', 'attempts', 'next_at', 'last_code',"
+                        " 'last_error', 'delivered_at', 'latency_ms')"),
+              0);
+    ASSERT_EQ(q_int(db, "SELECT count(*) FROM deliveries JOIN delivery_state USING (id)"), 4);
+    ASSERT_EQ(q_int(db, "SELECT count(*) FROM delivery_state WHERE id = 1 AND status ="
+                        " 'delivered' AND attempts = 1 AND last_code = 204 AND delivered_at = 105"
+                        " AND latency_ms = 42"),
+              1);
+    ASSERT_EQ(q_int(db, "SELECT count(*) FROM delivery_state WHERE id = 2 AND status = 'dead'"
+                        " AND attempts = 8 AND last_error = 'Quota exceeded'"),
+              1);
+    ASSERT_EQ(q_int(db, "SELECT count(*) FROM delivery_state WHERE id = 3 AND status ="
+                        " 'pending' AND attempts = 2 AND next_at = 4000000000"),
+              1);
+    ASSERT_EQ(q_int(db, "SELECT count(*) FROM deliveries WHERE idem_key = 'A1.1.hh-2.zalo_oa'"
+                        " AND recipient = 'hh-2' AND address = '{}'"),
+              1);
+    /* The outbox reads the moved state: the crash's in-flight row goes back, counts and the dead
+     * row's re-queue see what was there. */
+    ASSERT_EQ(keng_outbox_recover(e.st), 1);
+    cJSON *counts = NULL;
+    ASSERT_EQ(keng_outbox_counts(e.st, "A1", &counts), 0);
+    ASSERT_EQ(cJSON_GetObjectItem(counts, "delivered")->valueint, 1);
+    ASSERT_EQ(cJSON_GetObjectItem(counts, "dead")->valueint, 1);
+    ASSERT_EQ(cJSON_GetObjectItem(counts, "pending")->valueint, 2);
+    ASSERT_EQ(cJSON_GetObjectItem(counts, "failed")->valueint, 1);
+    cJSON_Delete(counts);
+    ASSERT_EQ(keng_outbox_redeliver(e.st, "A1"), 1);
+    ASSERT_EQ(keng_outbox_next_due(e.st, 100), 4000000000);
+    env_close(&e);
+    raw = raw_open(e.db);
+    char buf[64];
+    ASSERT_STR_EQ(q_text(raw, "PRAGMA integrity_check", buf, sizeof buf), "ok");
+    sqlite3_close(raw);
     env_done(&e);
 }
 
