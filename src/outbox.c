@@ -458,12 +458,13 @@ int keng_outbox_list_step(keng_store *st, keng_outbox_walk *w, int budget)
     int any = !w->status, dead = !any && strcmp(w->status, "dead") == 0;
     int failed = !any && strcmp(w->status, "failed") == 0;
     /* Any status: the alert's index alone (its rowids), a few µs per thousand rows. Dead: the
-     * small index of dead rows. Else the rows themselves, in id order. */
+     * small index of dead rows (CROSS JOIN keeps it the outer loop: the planner would otherwise
+     * walk all of the alert's rows). Else the rows themselves, in id order. */
     sqlite3_stmt *s = keng_store_stmt(
         st, any    ? "SELECT id, '', 0 FROM deliveries WHERE alert_id = ?1 AND id > ?2"
                      " ORDER BY id LIMIT ?3"
             : dead ? "SELECT id, 'dead', 0 FROM delivery_state INDEXED BY delivery_state_dead"
-                     " JOIN deliveries USING (id) WHERE status = 'dead' AND alert_id = ?1"
+                     " CROSS JOIN deliveries USING (id) WHERE status = 'dead' AND alert_id = ?1"
                      " AND id > ?2 ORDER BY id LIMIT ?3"
                    : "SELECT id, status, attempts FROM deliveries JOIN delivery_state USING (id)"
                      " WHERE alert_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3");
@@ -533,7 +534,7 @@ int keng_outbox_redeliver(keng_store *st, const char *alert_id)
     sqlite3_stmt *s =
         keng_store_stmt(st, "UPDATE delivery_state SET status = 'pending', attempts = 0,"
                             " next_at = 0 WHERE status = 'dead' AND id IN (SELECT id FROM"
-                            " delivery_state INDEXED BY delivery_state_dead JOIN deliveries"
+                            " delivery_state INDEXED BY delivery_state_dead CROSS JOIN deliveries"
                             " USING (id) WHERE status = 'dead' AND alert_id = ?1)");
     if (!s) return -EIO;
     sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_STATIC);

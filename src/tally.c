@@ -247,7 +247,7 @@ static int job_chunk(keng_tally *t, tjob **q)
     sqlite3_stmt *s = keng_store_stmt(
         t->st, j->dead_only
                    ? "SELECT id, channel, 'dead', 0 FROM delivery_state INDEXED BY"
-                     " delivery_state_dead JOIN deliveries USING (id) WHERE status = 'dead'"
+                     " delivery_state_dead CROSS JOIN deliveries USING (id) WHERE status = 'dead'"
                      " AND alert_id = ?1 AND id > ?2 AND id <= ?3 ORDER BY id LIMIT ?4"
                    : "SELECT id, channel, status, attempts FROM deliveries JOIN delivery_state"
                      " USING (id) WHERE alert_id = ?1 AND id > ?2 AND id <= ?3 ORDER BY id"

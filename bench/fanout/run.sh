@@ -1,7 +1,7 @@
 #!/bin/sh
 # Fan-out benchmark: N webhook deliveries (default 100000) to nginx answering 204 on loopback,
 # keng's engine (outbox writes included) against a bare libcurl-multi client in the same run.
-# Usage: sh bench/fanout/run.sh [N]     (from the repository root; needs nginx-light)
+# Usage: [ROUNDS=3] sh bench/fanout/run.sh [N]   (from the repository root; needs nginx-light)
 set -eu
 N=${1:-100000}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -47,20 +47,28 @@ CONF
 NGINX_PID=$!
 wait_nginx "http://127.0.0.1:$PORT/" "$NGINX_PID" "$TMP/nginx"
 URL="http://127.0.0.1:$PORT/hook"
-echo "# N=$N receiver=nginx 204 on $URL, $(nproc) cores, $(curl-config --version)"
-B1=$("$TMP/bare" "$URL" "$N"); echo "$B1"
-E1=$("$TMP/engine" "$URL" "$N" "$TMP/keng.db"); echo "$E1"
-B2=$("$TMP/bare" "$URL" "$N"); echo "$B2"
-rm -f "$TMP"/keng.db*
-E2=$("$TMP/engine" "$URL" "$N" "$TMP/keng.db"); echo "$E2"
-rate() { echo "$1" | sed -n 's/.*per_s=\([0-9]*\).*/\1/p'; }
-cpu() { echo "$1" | sed -n 's/.*cpu_us=\([0-9.]*\).*/\1/p'; }
-python3 - "$(rate "$B1")" "$(rate "$B2")" "$(rate "$E1")" "$(rate "$E2")" \
-    "$(cpu "$B1")" "$(cpu "$B2")" "$(cpu "$E1")" "$(cpu "$E2")" <<'PY'
-import sys
-b1, b2, e1, e2, cb1, cb2, ce1, ce2 = map(float, sys.argv[1:])
-bare, eng = (b1 + b2) / 2, (e1 + e2) / 2
-print("bare mean %.0f/s, engine mean %.0f/s, ratio %.1f %% (goal >= 80 %%)" % (bare, eng, 100 * eng / bare))
-cb, ce = (cb1 + cb2) / 2, (ce1 + ce2) / 2
-print("loop CPU per delivery: bare %.2f us, engine %.2f us (bare/engine %.1f %%)" % (cb, ce, 100 * cb / ce))
+ROUNDS=${ROUNDS:-3}
+echo "# N=$N rounds=$ROUNDS receiver=nginx 204 on $URL, $(nproc) cores, $(curl-config --version)"
+# Alternated rounds (bare, engine, bare, engine, …), each engine run on a fresh database: the VM's
+# speed drifts by tens of percent within a minute, so both sides see the same drift; medians.
+: > "$TMP/runs"
+for i in $(seq "$ROUNDS"); do
+    "$TMP/bare" "$URL" "$N" | tee -a "$TMP/runs"
+    rm -f "$TMP"/keng.db*
+    "$TMP/engine" "$URL" "$N" "$TMP/keng.db" | tee -a "$TMP/runs"
+done
+python3 - "$TMP/runs" <<'PY'
+import re, statistics, sys
+runs = {"bare": [], "engine": []}
+for line in open(sys.argv[1]):
+    kind = line.split()[0]
+    kv = dict(re.findall(r"(\w+)=([0-9.]+)", line))
+    runs[kind].append((float(kv["per_s"]), float(kv["cpu_us"])))
+med = {k: (statistics.median(r for r, _ in v), statistics.median(c for _, c in v)) for k, v in runs.items()}
+pairs = [100 * e[0] / b[0] for b, e in zip(runs["bare"], runs["engine"])]
+print("bare median %.0f/s, engine median %.0f/s, ratio %.1f %% (goal >= 80 %%); per round: %s"
+      % (med["bare"][0], med["engine"][0], 100 * med["engine"][0] / med["bare"][0],
+         ", ".join("%.1f %%" % p for p in pairs)))
+print("loop CPU per delivery (median): bare %.2f us, engine %.2f us (bare/engine %.1f %%)"
+      % (med["bare"][1], med["engine"][1], 100 * med["bare"][1] / med["engine"][1]))
 PY
