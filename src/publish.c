@@ -489,6 +489,10 @@ struct keng_publish_job {
     int64_t next_at;
     cJSON *view, *groups, *relay_groups;
     keng_publish_stats st;
+    /* The item gi of list, as last found: the next step's is its next (cJSON_GetArrayItem walks
+     * the list from its head, which over a ward's 2,000 groups made a publication O(groups²)). */
+    const cJSON *at_list, *at_item;
+    int at_gi;
 };
 
 void keng_publish_job_free(keng_publish_job *j)
@@ -955,7 +959,16 @@ int keng_publish_job_step(const keng_publish_ctx *c, keng_publish_job *j, int ma
     }
     const char *gid = NULL;
     if (list) {
-        const cJSON *g = cJSON_GetArrayItem(list, j->gi);
+        const cJSON *g;
+        if (j->at_list == list && j->at_item && j->at_gi == j->gi)
+            g = j->at_item;
+        else if (j->at_list == list && j->at_item && j->at_gi + 1 == j->gi)
+            g = j->at_item->next;
+        else
+            g = cJSON_GetArrayItem(list, j->gi);
+        j->at_list = list;
+        j->at_item = g;
+        j->at_gi = j->gi;
         if (!g) { /* this phase is done */
             if (!strcmp(j->kind, "alert") && j->phase == 0) {
                 j->phase = 1;

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Fan-out benchmark: N webhook deliveries (default 100000) to nginx answering 204 on loopback,
 # keng's engine (outbox writes included) against a bare libcurl-multi client in the same run.
-# Usage: [ROUNDS=3] sh bench/fanout/run.sh [N]   (from the repository root; needs nginx-light)
+# Usage: [ROUNDS=5] sh bench/fanout/run.sh [N]   (from the repository root; needs nginx-light)
 set -eu
 N=${1:-100000}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -47,7 +47,7 @@ CONF
 NGINX_PID=$!
 wait_nginx "http://127.0.0.1:$PORT/" "$NGINX_PID" "$TMP/nginx"
 URL="http://127.0.0.1:$PORT/hook"
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 echo "# N=$N rounds=$ROUNDS receiver=nginx 204 on $URL, $(nproc) cores, $(curl-config --version)"
 # Alternated rounds (bare, engine, bare, engine, …), each engine run on a fresh database: the VM's
 # speed drifts by tens of percent within a minute, so both sides see the same drift; medians.
