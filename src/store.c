@@ -216,14 +216,15 @@ int keng_store_schema_version(keng_store *st)
     return store_user_version(st);
 }
 
-static int store_migrate(keng_store *st)
+static int store_migrate(keng_store *st, int upto)
 {
     int have = store_user_version(st);
-    int want = (int)(sizeof migrations / sizeof migrations[0]);
+    int latest = (int)(sizeof migrations / sizeof migrations[0]);
+    int want = upto > 0 && upto < latest ? upto : latest;
     if (have < 0) return -EIO;
-    if (have > want) {
+    if (have > latest) {
         keng_error("store: database schema %d is newer than this kengd (%d); upgrade kengd", have,
-                   want);
+                   latest);
         return -EPROTO;
     }
     for (int v = have; v < want; v++) {
@@ -241,7 +242,7 @@ static int store_migrate(keng_store *st)
     return 0;
 }
 
-int keng_store_open(const char *path, keng_store **out)
+static int store_open(const char *path, int upto, keng_store **out)
 {
     *out = NULL;
     keng_store *st = calloc(1, sizeof *st);
@@ -265,12 +266,22 @@ int keng_store_open(const char *path, keng_store **out)
     if ((rc = keng_store_exec(st, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
                                   "PRAGMA foreign_keys=OFF; PRAGMA temp_store=MEMORY;"
                                   "PRAGMA cache_size=-16384;")) ||
-        (rc = store_migrate(st))) {
+        (rc = store_migrate(st, upto))) {
         keng_store_close(st);
         return rc;
     }
     *out = st;
     return 0;
+}
+
+int keng_store_open(const char *path, keng_store **out)
+{
+    return store_open(path, 0, out);
+}
+
+int keng_store_open_at(const char *path, int version, keng_store **out)
+{
+    return store_open(path, version > 0 ? version : 1, out);
 }
 
 void keng_store_close(keng_store *st)

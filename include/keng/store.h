@@ -13,6 +13,10 @@ typedef struct keng_store keng_store;
 /* Opens (creating if needed) the database at path, sets WAL, synchronous=NORMAL, busy_timeout,
  * foreign keys, and runs the migrations. 0 or a negative errno; on error *out is NULL. */
 __attribute__((warn_unused_result)) int keng_store_open(const char *path, keng_store **out);
+/* The same, migrating no further than schema version (a database as an older kengd left it, for
+ * the tests of a migration); a database already past it is opened as it is. */
+__attribute__((warn_unused_result)) int keng_store_open_at(const char *path, int version,
+                                                          keng_store **out);
 void keng_store_close(keng_store *st); /* NULL is fine; checkpoints the WAL */
 
 sqlite3 *keng_store_db(keng_store *st);
