@@ -25,15 +25,17 @@ int keng_outbox_claim(keng_store *st, int64_t now, int limit,
     if (limit <= 0) return 0;
     /* Read the due rows in order (the partial index delivery_state_due), then mark the same rows
      * inflight with one statement, inside one transaction: nothing writes in between (one
-     * writer, the loop), so both see the same rows. UPDATE … RETURNING did it in one statement
-     * but buffers every returned row first; this measured a quarter fewer instructions. */
+     * writer, the loop), so both see the same rows (the LEFT JOIN: a state without its delivery
+     * row, which nothing makes, would still be the same row for both, and go dead unloaded).
+     * UPDATE … RETURNING did it in one statement but buffers every returned row first; this
+     * measured a quarter fewer instructions. */
     int rc = keng_store_begin(st);
     if (rc) return rc;
     sqlite3_stmt *s = keng_store_stmt(
         st, "SELECT id, alert_id, revision, event, recipient, channel, contact_index, address,"
             " message_id, link_kind, idem_key, s.attempts, created_at FROM delivery_state s"
-            " JOIN deliveries USING (id) WHERE s.status = 'pending' AND s.next_at <= ?1"
-            " ORDER BY s.next_at, s.id LIMIT ?2");
+            " LEFT JOIN deliveries USING (id, alert_id) WHERE s.status = 'pending'"
+            " AND s.next_at <= ?1 ORDER BY s.next_at, s.id LIMIT ?2");
     if (!s) {
         keng_store_rollback(st);
         return -EIO;
@@ -260,12 +262,17 @@ int keng_outbox_fallback(keng_store *st, int64_t delivery_id, int64_t now)
         sqlite3_bind_text(s, 9, link_kind, -1, SQLITE_STATIC);
         sqlite3_bind_text(s, 10, key, -1, SQLITE_TRANSIENT);
         sqlite3_bind_int64(s, 11, now);
-        if ((rc = step_done(st, s))) break;
-        if (sqlite3_changes(keng_store_db(st)) > 0) {
+        /* The row and its state together or neither: a row left without its state would
+         * never be sent, and would stop the next fallback (it exists). */
+        if ((rc = keng_store_exec(st, "SAVEPOINT fallback"))) break;
+        if ((rc = step_done(st, s)) == 0 && sqlite3_changes(keng_store_db(st)) > 0) {
             rc = keng_outbox_add_state(st, sqlite3_last_insert_rowid(keng_store_db(st)), 0);
             if (rc == 0) rc = 1;
-            break;
         }
+        if (rc < 0) keng_store_exec(st, "ROLLBACK TO fallback");
+        int rr = keng_store_exec(st, "RELEASE fallback");
+        if (rc >= 0 && rr) rc = rr;
+        if (rc) break;
     }
 out:
     free(alert_id);
@@ -291,20 +298,21 @@ int keng_outbox_recover(keng_store *st)
 
 int keng_outbox_add_state(keng_store *st, int64_t id, int64_t next_at)
 {
-    sqlite3_stmt *s =
-        keng_store_stmt(st, "INSERT INTO delivery_state (id, next_at) VALUES (?1, ?2)");
+    sqlite3_stmt *s = keng_store_stmt(st, "INSERT INTO delivery_state (id, alert_id, next_at)"
+                                          " SELECT id, alert_id, ?2 FROM deliveries WHERE id = ?1");
     if (!s) return -EIO;
     sqlite3_bind_int64(s, 1, id);
     sqlite3_bind_int64(s, 2, next_at);
-    return step_done(st, s);
+    int rc = step_done(st, s);
+    return rc ? rc : sqlite3_changes(keng_store_db(st)) == 1 ? 0 : -ENOENT;
 }
 
 int keng_outbox_add_states(keng_store *st, int64_t after_id, int64_t next_at)
 {
     /* New rows are the ids above the largest before the insert (INTEGER PRIMARY KEY without
      * AUTOINCREMENT: a new rowid is the largest + 1; one writer). */
-    sqlite3_stmt *s = keng_store_stmt(st, "INSERT INTO delivery_state (id, next_at)"
-                                          " SELECT id, ?2 FROM deliveries WHERE id > ?1");
+    sqlite3_stmt *s = keng_store_stmt(st, "INSERT INTO delivery_state (id, alert_id, next_at)"
+                                          " SELECT id, alert_id, ?2 FROM deliveries WHERE id > ?1");
     if (!s) return -EIO;
     sqlite3_bind_int64(s, 1, after_id);
     sqlite3_bind_int64(s, 2, next_at);
@@ -350,10 +358,11 @@ int keng_outbox_counts(keng_store *st, const char *alert_id, cJSON **out)
     *out = NULL;
     sqlite3_stmt *s =
         alert_id ? keng_store_stmt(st, "SELECT channel, status, attempts > 0, COUNT(*) FROM"
-                                       " deliveries JOIN delivery_state USING (id)"
+                                       " deliveries JOIN delivery_state USING (id, alert_id)"
                                        " WHERE alert_id = ?1 GROUP BY 1, 2, 3")
                  : keng_store_stmt(st, "SELECT channel, status, attempts > 0, COUNT(*) FROM"
-                                       " deliveries JOIN delivery_state USING (id) GROUP BY 1, 2, 3");
+                                       " deliveries JOIN delivery_state USING (id, alert_id)"
+                                       " GROUP BY 1, 2, 3");
     if (!s) return -EIO;
     if (alert_id) sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_STATIC);
     cJSON *root = new_counts(), *by = cJSON_CreateObject();
@@ -440,7 +449,8 @@ static int row_json(sqlite3_stmt *s, cJSON *arr)
 static int item_add(keng_store *st, cJSON *arr, int64_t id)
 {
     sqlite3_stmt *s = keng_store_stmt(
-        st, "SELECT " ROW_COLS " FROM deliveries JOIN delivery_state USING (id) WHERE id = ?1");
+        st, "SELECT " ROW_COLS " FROM deliveries JOIN delivery_state USING (id, alert_id)"
+            " WHERE id = ?1");
     if (!s) return -EIO;
     sqlite3_bind_int64(s, 1, id);
     int step = sqlite3_step(s);
@@ -458,16 +468,14 @@ int keng_outbox_list_step(keng_store *st, keng_outbox_walk *w, int budget)
     int any = !w->status, dead = !any && strcmp(w->status, "dead") == 0;
     int failed = !any && strcmp(w->status, "failed") == 0;
     /* Any status: the alert's index alone (its rowids), a few µs per thousand rows. Dead: the
-     * small index of dead rows (CROSS JOIN keeps it the outer loop: the planner would otherwise
-     * walk all of the alert's rows). Else the rows themselves, in id order. */
+     * alert's entries in the small index of dead rows. Else the rows themselves, in id order. */
     sqlite3_stmt *s = keng_store_stmt(
         st, any    ? "SELECT id, '', 0 FROM deliveries WHERE alert_id = ?1 AND id > ?2"
                      " ORDER BY id LIMIT ?3"
-            : dead ? "SELECT id, 'dead', 0 FROM delivery_state INDEXED BY delivery_state_dead"
-                     " CROSS JOIN deliveries USING (id) WHERE status = 'dead' AND alert_id = ?1"
-                     " AND id > ?2 ORDER BY id LIMIT ?3"
-                   : "SELECT id, status, attempts FROM deliveries JOIN delivery_state USING (id)"
-                     " WHERE alert_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3");
+            : dead ? "SELECT id, 'dead', 0 FROM delivery_state WHERE alert_id = ?1"
+                     " AND status = 'dead' AND id > ?2 ORDER BY id LIMIT ?3"
+                   : "SELECT id, status, attempts FROM deliveries JOIN delivery_state"
+                     " USING (id, alert_id) WHERE alert_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3");
     if (!s) return -EIO;
     int lim = any && budget < (1 << 27) ? budget * 8 : budget;
     sqlite3_bind_text(s, 1, w->alert_id, -1, SQLITE_STATIC);
@@ -506,7 +514,7 @@ int keng_outbox_list(keng_store *st, const char *alert_id, const char *status, i
     if (!alert_id || limit < 0 || offset < 0) return -EINVAL;
     if (total) {
         sqlite3_stmt *s = keng_store_stmt(
-            st, "SELECT COUNT(*) FROM deliveries JOIN delivery_state USING (id)"
+            st, "SELECT COUNT(*) FROM deliveries JOIN delivery_state USING (id, alert_id)"
                 " WHERE alert_id = ?1 AND (?2 IS NULL OR"
                 " (?2 = 'failed' AND status = 'pending' AND attempts > 0) OR status = ?2)");
         if (!s) return -EIO;
@@ -533,9 +541,7 @@ int keng_outbox_redeliver(keng_store *st, const char *alert_id)
     if (!alert_id) return -EINVAL;
     sqlite3_stmt *s =
         keng_store_stmt(st, "UPDATE delivery_state SET status = 'pending', attempts = 0,"
-                            " next_at = 0 WHERE status = 'dead' AND id IN (SELECT id FROM"
-                            " delivery_state INDEXED BY delivery_state_dead CROSS JOIN deliveries"
-                            " USING (id) WHERE status = 'dead' AND alert_id = ?1)");
+                            " next_at = 0 WHERE alert_id = ?1 AND status = 'dead'");
     if (!s) return -EIO;
     sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_STATIC);
     int rc = step_done(st, s);

@@ -14,7 +14,7 @@ static const char *const reach_sql[5] = {
     /* In key order: no lookups, unlike grouping by via_group through recipients_group. */
     "SELECT via_group, member_id, seen_at IS NOT NULL, replied_at IS NOT NULL FROM recipients"
     " WHERE alert_id = ?1",
-    "SELECT recipient FROM deliveries JOIN delivery_state USING (id) WHERE alert_id = ?1"
+    "SELECT recipient FROM deliveries JOIN delivery_state USING (id, alert_id) WHERE alert_id = ?1"
     " AND status = 'delivered'",
     "SELECT group_id, state, relayed_at, relayed_by FROM relays WHERE alert_id = ?1",
     /* Households of the group (not its leader) that are no recipient yet. */

@@ -247,11 +247,12 @@ static int job_chunk(keng_tally *t, tjob **q)
     sqlite3_stmt *s = keng_store_stmt(
         t->st, j->dead_only
                    ? "SELECT id, channel, 'dead', 0 FROM delivery_state INDEXED BY"
-                     " delivery_state_dead CROSS JOIN deliveries USING (id) WHERE status = 'dead'"
-                     " AND alert_id = ?1 AND id > ?2 AND id <= ?3 ORDER BY id LIMIT ?4"
+                     " delivery_state_dead CROSS JOIN deliveries USING (id, alert_id)"
+                     " WHERE status = 'dead' AND alert_id = ?1 AND id > ?2 AND id <= ?3"
+                     " ORDER BY id LIMIT ?4"
                    : "SELECT id, channel, status, attempts FROM deliveries JOIN delivery_state"
-                     " USING (id) WHERE alert_id = ?1 AND id > ?2 AND id <= ?3 ORDER BY id"
-                     " LIMIT ?4");
+                     " USING (id, alert_id) WHERE alert_id = ?1 AND id > ?2 AND id <= ?3"
+                     " ORDER BY id LIMIT ?4");
     if (!s) return -EIO;
     j->started = 1;
     sqlite3_bind_text(s, 1, j->id, -1, SQLITE_STATIC);
@@ -280,9 +281,10 @@ static int job_chunk(keng_tally *t, tjob **q)
 /* Reads the rows above hi (the first scan, then rows added since). 0 or a negative errno. */
 static int tail_chunk(keng_tally *t)
 {
-    sqlite3_stmt *s = keng_store_stmt(t->st, "SELECT id, alert_id, channel, status, attempts"
-                                             " FROM deliveries JOIN delivery_state USING (id)"
-                                             " WHERE id > ?1 ORDER BY id LIMIT ?2");
+    sqlite3_stmt *s =
+        keng_store_stmt(t->st, "SELECT id, alert_id, channel, status, attempts FROM deliveries"
+                               " JOIN delivery_state USING (id, alert_id) WHERE id > ?1"
+                               " ORDER BY id LIMIT ?2");
     if (!s) return -EIO;
     sqlite3_bind_int64(s, 1, t->hi);
     sqlite3_bind_int(s, 2, TALLY_CHUNK);

@@ -278,8 +278,8 @@ TEST_TIMEOUT(e2e_fanout_kill9_mid_fanout_repeats_only_inflight, 60)
     crash_rows cr = {cJSON_CreateObject(), 0, 0, 0, 0};
     char sql[256];
     snprintf(sql, sizeof sql,
-             "SELECT status || ' ' || idem_key FROM deliveries JOIN delivery_state USING (id)"
-             " WHERE alert_id = '%s'",
+             "SELECT status || ' ' || idem_key FROM deliveries"
+             " JOIN delivery_state USING (id, alert_id) WHERE alert_id = '%s'",
              id);
     db_query(&k, sql, on_row, &cr);
     ASSERT_EQ(cr.delivered + cr.pending + cr.inflight_n + cr.other, N);

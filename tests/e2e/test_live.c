@@ -54,7 +54,8 @@ static cJSON *db_counts(const char *dir, const char *alert)
     sqlite3_stmt *s;
     ASSERT_EQ(sqlite3_prepare_v2(db,
                                  "SELECT channel, status, attempts > 0, count(*) FROM deliveries"
-                                 " JOIN delivery_state USING (id) WHERE ?1 IS NULL OR alert_id = ?1 GROUP BY 1, 2, 3",
+                                 " JOIN delivery_state USING (id, alert_id)"
+                                 " WHERE ?1 IS NULL OR alert_id = ?1 GROUP BY 1, 2, 3",
                                  -1, &s, NULL),
               SQLITE_OK);
     if (alert) sqlite3_bind_text(s, 1, alert, -1, SQLITE_TRANSIENT);

@@ -276,7 +276,7 @@ static void read_crash_rows(const kengd *k, const char *alert, crash_rows *cr)
     sqlite3 *db = db_open_ro(k);
     sqlite3_stmt *s = NULL;
     ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT status, idem_key FROM deliveries JOIN delivery_state"
-                                     " USING (id) WHERE alert_id = ?1",
+                                     " USING (id, alert_id) WHERE alert_id = ?1",
                                  -1, &s, NULL),
               SQLITE_OK);
     sqlite3_bind_text(s, 1, alert, -1, SQLITE_TRANSIENT);

@@ -4,6 +4,7 @@
 #include "test_fanout_util.h"
 
 #include "keng/channel.h"
+#include "keng/log.h"
 #include "keng/media.h"
 #include "keng/publish.h"
 
@@ -672,6 +673,43 @@ TEST(fanout_contact_fallback_after_dead)
     text = fo_slurp(path);
     ASSERT_EQ(fo_lines(text), 1);
     free(text);
+    fo_env_done(&e);
+}
+
+/* A fallback whose state row cannot be written leaves nothing behind: no delivery row without
+ * its state (never sent, and blocking the next try), and the next try succeeds. */
+TEST(fanout_contact_fallback_all_or_nothing)
+{
+    fo_env e;
+    fo_env_init(&e);
+    ASSERT_EQ(keng_store_exec(e.st, "INSERT INTO members (id, name, contacts, created_at,"
+                                    " updated_at) VALUES ('hh-1', 'Hộ 1', '[{\"type\":\"webhook\","
+                                    "\"url\":\"http://127.0.0.1:9/\"},{\"type\":\"file\"}]',"
+                                    " 0, 0)"),
+              0);
+    int64_t m = fo_message(&e, "A1", "alert", "webhook", "r", "x", NULL, NULL, NULL);
+    int64_t d = fo_delivery(&e, "A1", "hh-1", "webhook", "{\"type\":\"webhook\"}", m, "r");
+    ASSERT_EQ(keng_store_exec(e.st, "UPDATE delivery_state SET status = 'dead', attempts = 8"),
+              0);
+    ASSERT_EQ(keng_store_exec(e.st, "CREATE TEMP TRIGGER no_state BEFORE INSERT ON"
+                                    " delivery_state BEGIN SELECT RAISE(FAIL, 'disk full'); END"),
+              0);
+    enum keng_log_level was = keng_log_get_level();
+    keng_log_set_level((enum keng_log_level)(KENG_LOG_ERROR + 1)); /* expected failure */
+    ASSERT_EQ(keng_store_begin(e.st), 0);
+    ASSERT_LT(keng_outbox_fallback(e.st, d, 100), 0);
+    ASSERT_EQ(keng_store_commit(e.st), 0); /* the engine commits its other results anyway */
+    keng_log_set_level(was);
+    ASSERT_EQ(fo_count(&e, "1"), 1);
+    ASSERT_EQ(q_count(&e, "SELECT count(*) FROM deliveries"), 1);
+    ASSERT_EQ(keng_store_exec(e.st, "DROP TRIGGER no_state"), 0);
+    ASSERT_EQ(keng_store_begin(e.st), 0);
+    ASSERT_EQ(keng_outbox_fallback(e.st, d, 100), 1);
+    ASSERT_EQ(keng_store_commit(e.st), 0);
+    ASSERT_EQ(fo_count(&e, "channel = 'file' AND status = 'pending' AND contact_index = 1 AND"
+                           " alert_id = 'A1'"),
+              1);
+    ASSERT_EQ(q_count(&e, "SELECT count(*) FROM deliveries"), 2);
     fo_env_done(&e);
 }
 

@@ -169,7 +169,7 @@ static fo_row fo_get(fo_env *e, int64_t id)
     sqlite3_stmt *s = keng_store_stmt(
         e->st, "SELECT status, attempts, IFNULL(last_code, 0), next_at, IFNULL(last_error, ''),"
                " IFNULL(delivered_at, 0), channel, idem_key, contact_index FROM deliveries"
-               " JOIN delivery_state USING (id) WHERE id = ?1");
+               " JOIN delivery_state USING (id, alert_id) WHERE id = ?1");
     sqlite3_bind_int64(s, 1, id);
     if (sqlite3_step(s) == SQLITE_ROW) {
         snprintf(r.status, sizeof r.status, "%s", keng_store_text(s, 0));
@@ -189,12 +189,24 @@ static fo_row fo_get(fo_env *e, int64_t id)
 static int fo_count(fo_env *e, const char *where)
 {
     char sql[512];
-    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM deliveries JOIN delivery_state USING (id) WHERE %s",
+    snprintf(sql, sizeof sql,
+             "SELECT COUNT(*) FROM deliveries JOIN delivery_state USING (id, alert_id) WHERE %s",
              where);
     sqlite3_stmt *s;
     ASSERT_EQ(sqlite3_prepare_v2(keng_store_db(e->st), sql, -1, &s, NULL), SQLITE_OK);
     ASSERT_EQ(sqlite3_step(s), SQLITE_ROW);
     int n = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    return n;
+}
+
+/* The integer a query returns (its first column of its first row). */
+static int64_t q_count(fo_env *e, const char *sql)
+{
+    sqlite3_stmt *s;
+    ASSERT_EQ(sqlite3_prepare_v2(keng_store_db(e->st), sql, -1, &s, NULL), SQLITE_OK);
+    ASSERT_EQ(sqlite3_step(s), SQLITE_ROW);
+    int64_t n = sqlite3_column_int64(s, 0);
     sqlite3_finalize(s);
     return n;
 }

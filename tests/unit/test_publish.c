@@ -177,6 +177,12 @@ TEST(publish_in_chunks_same_as_at_once)
         counts[pass][3] = q_int(&p, "SELECT count(*) FROM deliveries WHERE link_kind = 'l'");
         counts[pass][4] = q_int(&p, "SELECT count(*) FROM relays WHERE state = 'waiting'");
         counts[pass][5] = q_int(&p, "SELECT count(*) FROM recipients WHERE rtoken = ''");
+        /* Every delivery has its state, of its alert, pending, even across the lost chunks. */
+        ASSERT_EQ(q_int(&p, "SELECT count(*) FROM deliveries d LEFT JOIN delivery_state s"
+                            " ON s.id = d.id WHERE s.id IS NULL OR s.alert_id <> d.alert_id"
+                            " OR s.status <> 'pending'"),
+                  0);
+        ASSERT_EQ(q_int(&p, "SELECT count(*) FROM delivery_state"), st.deliveries);
         ward_done(&p);
     }
     for (int i = 0; i < 6; i++) ASSERT_EQ(counts[0][i], counts[1][i]);

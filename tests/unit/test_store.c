@@ -193,6 +193,11 @@ TEST(store_migrations_run_once)
     env_done(&e);
 }
 
+static void on_claim_id(void *ud, const keng_outbox_row *row)
+{
+    if (ud) *(int64_t *)ud = row->id;
+}
+
 /* A database kengd left at schema 3 (state in the deliveries row) moves to 4 with every row's
  * state kept, the old columns gone, and the outbox working on it. */
 TEST(store_migration_4_moves_delivery_state)
@@ -227,7 +232,9 @@ TEST(store_migration_4_moves_delivery_state)
                         " WHERE name IN ('status', 'attempts', 'next_at', 'last_code',"
                         " 'last_error', 'delivered_at', 'latency_ms')"),
               0);
-    ASSERT_EQ(q_int(db, "SELECT count(*) FROM deliveries JOIN delivery_state USING (id)"), 4);
+    ASSERT_EQ(q_int(db, "SELECT count(*) FROM deliveries JOIN delivery_state"
+                        " USING (id, alert_id)"),
+              4);
     ASSERT_EQ(q_int(db, "SELECT count(*) FROM delivery_state WHERE id = 1 AND status ="
                         " 'delivered' AND attempts = 1 AND last_code = 204 AND delivered_at = 105"
                         " AND latency_ms = 42"),
@@ -243,6 +250,20 @@ TEST(store_migration_4_moves_delivery_state)
               1);
     /* The outbox reads the moved state: the crash's in-flight row goes back, counts and the dead
      * row's re-queue see what was there. */
+    /* The new indexes, not the old ones. */
+    ASSERT_EQ(q_int(db, "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name IN"
+                        " ('delivery_state_due', 'delivery_state_dead')"),
+              2);
+    ASSERT_EQ(q_int(db, "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name IN"
+                        " ('deliveries_due', 'deliveries_dead')"),
+              0);
+    ASSERT_EQ(q_int(db, "SELECT count(*) FROM delivery_state WHERE alert_id = 'A1'"), 4);
+    /* Nothing due but the crash's in-flight row once it is back (a claim marks it again). */
+    ASSERT_EQ(keng_outbox_claim(e.st, 1000, 10, on_claim_id, NULL), 0);
+    ASSERT_EQ(keng_outbox_recover(e.st), 1);
+    int64_t claimed = 0;
+    ASSERT_EQ(keng_outbox_claim(e.st, 1000, 10, on_claim_id, &claimed), 1);
+    ASSERT_EQ(claimed, 4);
     ASSERT_EQ(keng_outbox_recover(e.st), 1);
     cJSON *counts = NULL;
     ASSERT_EQ(keng_outbox_counts(e.st, "A1", &counts), 0);
