@@ -134,7 +134,7 @@ static const char *const migrations[] = {
     /* 4: a delivery's state apart from the delivery. A row of deliveries is written once, by
      * publish (what goes where: recipient, address, key, message); what happens to it (status,
      * attempts, when next, the last answer) changes twice per delivery and lives in a narrow row
-     * of delivery_state with the same id, so the fan-out rewrites some 30 bytes per change
+     * of delivery_state with the same id, so the fan-out rewrites some 50 bytes per change
      * instead of the whole 200-300 byte row (half the outbox's database time per delivery). */
     "CREATE TABLE delivery_state ("
     "  id INTEGER PRIMARY KEY, alert_id TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'pending',"
