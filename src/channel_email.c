@@ -215,10 +215,8 @@ static int thumb_id(const char *url, char id[KENG_MEDIA_ID_LEN + 1])
 }
 
 /* The thumbnail of media id from the store kengd keeps under DATA/media (main.c), into out
- * (initialised with the cap EMAIL_THUMB_MAX).
- * This reads a small file on the loop thread: some tens of KB from the page cache, once per
- * e-mail — what curl_mime_filedata would do during the transfer, minus the race with a file
- * that disappears between the check and the send. */
+ * (up to EMAIL_THUMB_MAX). On a thread-pool thread (email_load), once per message: the message
+ * keeps the bytes for all its e-mails, and no file is read on the loop. */
 static int read_thumb(const keng_fanout_config *cfg, const char *id, keng_buf *out)
 {
     char dir[PATH_MAX], path[PATH_MAX];
@@ -237,12 +235,13 @@ static int read_thumb(const keng_fanout_config *cfg, const char *id, keng_buf *o
     else if (st.st_size <= 0 || (uint64_t)st.st_size > EMAIL_THUMB_MAX)
         rc = -EFBIG;
     char chunk[16384];
-    while (rc == 0) { /* out's cap stops a file that grew after fstat */
+    while (rc == 0) { /* the cap stops a file that grew after fstat */
         ssize_t r = read(fd, chunk, sizeof chunk);
         if (r < 0 && errno == EINTR) continue;
         if (r < 0) rc = -errno;
         if (r <= 0) break;
-        rc = keng_buf_append(out, chunk, (size_t)r);
+        rc = out->len + (size_t)r > EMAIL_THUMB_MAX ? -EFBIG
+                                                    : keng_buf_append(out, chunk, (size_t)r);
     }
     close(fd);
     if (rc == 0 && out->len == 0) rc = -ENODATA;
@@ -350,13 +349,12 @@ static int email_prepare(keng_channel_req *req, char *err, size_t errlen)
         snprintf(err, errlen, "smtp_from is not a plain address");
         return -EINVAL;
     }
-    keng_buf text, src, html, thumb, line, ttext, thtml;
+    keng_buf text, src, html, line, ttext, thtml;
     keng_buf_init(&text, 0);
     keng_buf_init(&src, 0);
     keng_buf_init(&html, 0);
     keng_buf_init(&ttext, 0);
     keng_buf_init(&thtml, 0);
-    keng_buf_init(&thumb, EMAIL_THUMB_MAX);
     keng_buf_init(&line, 8192);
     CURL *e = req->easy;
     int rc = keng_channel_text_with_link(req, &text);
@@ -365,7 +363,8 @@ static int email_prepare(keng_channel_req *req, char *err, size_t errlen)
     /* The thumbnail goes along only when the HTML shows it. */
     char id[KENG_MEDIA_ID_LEN + 1], cid[KENG_MEDIA_ID_LEN + 32];
     int with_thumb = rc == 0 && src.data && strstr(src.data, KENG_PHOTO_PLACEHOLDER) &&
-                     thumb_id(m->first_photo, id) == 0 && read_thumb(cfg, id, &thumb) == 0;
+                     m->file_state == KENG_MSG_FILE_READ && m->file.len > 0 &&
+                     thumb_id(m->first_photo, id) == 0;
     if (with_thumb) snprintf(cid, sizeof cid, "%s.thumb@keng", id);
     if (rc == 0) rc = expand(src.data ? src.data : "", req, with_thumb ? cid : NULL, &html);
     char date[64];
@@ -393,7 +392,7 @@ static int email_prepare(keng_channel_req *req, char *err, size_t errlen)
     if (rc == 0) rc = keng_buf_printf(&line, "<%s>", cfg->smtp_from);
     if (rc == 0) rc = crlf(&text, &ttext);
     if (rc == 0) rc = crlf(&html, &thtml);
-    if (rc == 0) rc = build_mime(req, &ttext, &thtml, &thumb, with_thumb ? cid : NULL);
+    if (rc == 0) rc = build_mime(req, &ttext, &thtml, &m->file, with_thumb ? cid : NULL);
     if (rc == 0) {
         curl_easy_setopt(e, CURLOPT_URL, cfg->smtp_url);
         curl_easy_setopt(e, CURLOPT_MAIL_FROM, line.data);
@@ -413,7 +412,6 @@ static int email_prepare(keng_channel_req *req, char *err, size_t errlen)
     keng_buf_free(&html);
     keng_buf_free(&ttext);
     keng_buf_free(&thtml);
-    keng_buf_free(&thumb);
     keng_buf_free(&line);
     return rc;
 }
@@ -437,9 +435,18 @@ static void email_judge(const keng_channel_req *req, const keng_channel_response
                                                    : curl_easy_strerror(resp->cc));
 }
 
+/* The message's first photo's thumbnail, when it is one of ours (PUBLIC_URL/t/ID.jpg). */
+static int email_load(const keng_fanout_config *cfg, const keng_channel_msg *m, keng_buf *out)
+{
+    char id[KENG_MEDIA_ID_LEN + 1];
+    if (thumb_id(m->first_photo, id)) return -ENOENT;
+    return read_thumb(cfg, id, out);
+}
+
 const keng_channel_ops keng_channel_email = {
     .type = "email",
     .configured = email_configured,
     .prepare = email_prepare,
     .judge = email_judge,
+    .load = email_load,
 };

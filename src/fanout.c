@@ -119,6 +119,9 @@ struct keng_fanout {
     fo_host *hosts[FO_HOST_BUCKETS];
     uint64_t results[6][3]; /* by channel (fo_channels) and verdict: delivered, retry, dead */
     int parked; /* jobs waiting for a busy receiver, all hosts */
+    /* Jobs waiting for their message's file (keng_channel_ops.load) and the reads under way. */
+    fo_job *wait_head, *wait_tail;
+    int waiting, loads;
     fo_result *res;
     int nres, res_cap;
     uint64_t res_oldest;
@@ -381,6 +384,7 @@ static void msg_free(keng_channel_msg *m)
     free(m->first_photo);
     keng_buf_free(&m->webhook_head);
     keng_buf_free(&m->webhook_text);
+    keng_buf_free(&m->file);
     free(m);
 }
 
@@ -459,6 +463,8 @@ static keng_channel_msg *msg_get(keng_fanout *f, int64_t id)
         if (sqlite3_column_type(s, 10) != SQLITE_NULL) m->note = dup_col(s, 10);
         keng_buf_init(&m->webhook_head, 0);
         keng_buf_init(&m->webhook_text, 0);
+        keng_buf_init(&m->file, 0);
+        m->file_state = KENG_MSG_FILE_UNREAD;
         if (!m->alert_id || !m->event || !m->lang || !m->channel || !m->text || !m->subject ||
             !m->html || !m->alert_json || !m->photos ||
             (sqlite3_column_type(s, 10) != SQLITE_NULL && !m->note) || msg_build_head(m)) {
@@ -946,11 +952,93 @@ static int check_job(keng_fanout *f, fo_job *j)
     return 0;
 }
 
+/* ---- a message's file, read in the thread pool (keng_channel_ops.load) --------------------- */
+
+typedef struct fo_load {
+    uv_work_t work;
+    keng_fanout *f;
+    keng_channel_msg *m;
+    const keng_channel_ops *ops;
+    keng_buf out;
+    int rc;
+} fo_load;
+
+static void load_work(uv_work_t *w)
+{
+    fo_load *l = w->data;
+    l->rc = l->ops->load(&l->f->cfg, l->m, &l->out);
+}
+
+static void load_done(uv_work_t *w, int status)
+{
+    fo_load *l = w->data;
+    keng_fanout *f = l->f;
+    keng_channel_msg *m = l->m;
+    if (status == 0 && l->rc == 0 && l->out.len > 0) {
+        keng_buf_free(&m->file);
+        m->file = l->out;
+        m->file_state = KENG_MSG_FILE_READ;
+    } else {
+        keng_buf_free(&l->out);
+        m->file_state = KENG_MSG_FILE_NONE; /* its deliveries go without it */
+        if (status == 0 && l->rc != -ENOENT)
+            keng_warn("fanout: message %" PRId64 ": its %s file cannot be read (%s); sent without",
+                      m->id, l->ops->type, strerror(-l->rc));
+    }
+    m->refs--;
+    f->loads--;
+    free(l);
+    if (f->wait_head) { /* the jobs that waited go first, in the order they came */
+        f->wait_tail->next = f->q_head;
+        f->q_head = f->wait_head;
+        if (!f->q_tail) f->q_tail = f->wait_tail;
+        f->queued += f->waiting;
+        f->wait_head = f->wait_tail = NULL;
+        f->waiting = 0;
+    }
+    if (f->stopping)
+        check_stop(f);
+    else
+        fill(f);
+}
+
+/* Starts reading j's message's file; the message stays in the cache until it is read. */
+static void load_start(keng_fanout *f, fo_job *j)
+{
+    keng_channel_msg *m = j->msg;
+    fo_load *l = calloc(1, sizeof *l);
+    m->file_state = KENG_MSG_FILE_NONE; /* unless the read can start */
+    if (!l) return;
+    l->f = f;
+    l->m = m;
+    l->ops = j->ops;
+    l->work.data = l;
+    keng_buf_init(&l->out, 0);
+    if (uv_queue_work(f->loop, &l->work, load_work, load_done)) {
+        free(l);
+        return;
+    }
+    m->file_state = KENG_MSG_FILE_READING;
+    m->refs++;
+    f->loads++;
+}
+
 /* Starts one queued job: a curl transfer, a file line, or an immediate verdict. */
 static void start_job(keng_fanout *f, fo_job *j)
 {
     char err[256];
     if (!j->ops && check_job(f, j)) return;
+    if (j->ops->load && j->msg->file_state == KENG_MSG_FILE_UNREAD) load_start(f, j);
+    if (j->ops->load && j->msg->file_state == KENG_MSG_FILE_READING) {
+        j->next = NULL; /* back in the queue once the file is read */
+        if (f->wait_tail)
+            f->wait_tail->next = j;
+        else
+            f->wait_head = j;
+        f->wait_tail = j;
+        f->waiting++;
+        return;
+    }
     fo_host *h = j->dest;
     /* Before the link and the request are built: most jobs of a big fan-out to one receiver
      * wait here once, and building them twice cost a link token each. */
@@ -1021,7 +1109,7 @@ static void fill(keng_fanout *f)
         if (f->queued > before) break; /* put back: file batch full */
     }
     if (f->nres >= FO_FLUSH_ROWS || (!f->stopping && !f->dry && f->queued < f->cfg.max_inflight &&
-                                     f->parked < 4 * f->cfg.max_inflight))
+                                     f->parked + f->waiting < 4 * f->cfg.max_inflight))
         schedule_pump(f, 0);
     else if (f->nres)
         schedule_pump(f, FO_FLUSH_MS);
@@ -1373,8 +1461,9 @@ static int flush_and_claim_timed(keng_fanout *f, int want)
 static void pump(keng_fanout *f)
 {
     int want = 0;
+    /* Parked and waiting jobs are memory too: bounded. */
     if (!f->stopping && !f->dry && f->queued < f->cfg.max_inflight &&
-        f->parked < 4 * f->cfg.max_inflight) { /* parked jobs are memory too: bounded */
+        f->parked + f->waiting < 4 * f->cfg.max_inflight) {
         want = 2 * f->cfg.max_inflight - f->queued;
         if (want > FO_CLAIM_CHUNK) want = FO_CLAIM_CHUNK;
     }
@@ -1520,7 +1609,7 @@ static void finish_stop(keng_fanout *f)
 static void check_stop(keng_fanout *f)
 {
     if (!f->stopping || f->stopped) return;
-    if (f->inflight || f->fs_busy) return;
+    if (f->inflight || f->fs_busy || f->loads) return;
     finish_stop(f);
 }
 
@@ -1557,6 +1646,14 @@ void keng_fanout_stop(keng_fanout *f, int grace_ms, void (*done)(void *ud), void
     }
     f->q_tail = NULL;
     f->queued = 0;
+    while (f->wait_head) { /* waiting for their message's file: the same */
+        fo_job *j = f->wait_head;
+        f->wait_head = j->next;
+        push_result(f, j, KENG_OUTBOX_PENDING, j->attempts, 0, -1, NULL, 0);
+        job_release(f, j);
+    }
+    f->wait_tail = NULL;
+    f->waiting = 0;
     for (int i = 0; i < FO_HOST_BUCKETS; i++) { /* parked for a busy receiver: the same */
         for (fo_host *h = f->hosts[i]; h; h = h->next) {
             while (h->park_head) {

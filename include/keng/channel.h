@@ -38,6 +38,15 @@ typedef struct keng_channel_msg {
     keng_buf webhook_text;
     int webhook_text_tail;
     int refs;
+    /* What the channel's load op read from disk for this message (e-mail: the first photo's
+     * thumbnail), read once per message in the thread pool before its first delivery. */
+    keng_buf file;
+    enum {
+        KENG_MSG_FILE_UNREAD,
+        KENG_MSG_FILE_READING,
+        KENG_MSG_FILE_READ,
+        KENG_MSG_FILE_NONE
+    } file_state;
 } keng_channel_msg;
 
 /* One delivery being attempted. The engine fills the inputs; the channel the outputs. */
@@ -94,6 +103,11 @@ typedef struct keng_channel_ops {
                   keng_channel_result *res);
     /* The file channel instead appends one line (JSON + '\n') to out. */
     int (*line)(const keng_channel_req *req, keng_buf *out);
+    /* NULL, or what prepare needs from disk, read into out (empty, no cap) on a thread-pool
+     * thread once per message, before the message's first delivery is prepared (which then finds
+     * it in msg->file; file_state NONE when this failed or there is nothing to read). It may only
+     * read cfg and m's strings, which do not change. 0 or a negative errno. */
+    int (*load)(const keng_fanout_config *cfg, const keng_channel_msg *m, keng_buf *out);
     /* 1 when prepare sets no options but CURLOPT_URL, _HTTPHEADER, _POSTFIELDS and
      * _POSTFIELDSIZE_LARGE, all four each time: a handle such a channel used goes to the next
      * delivery of such a channel as it is, without curl_easy_reset. 0: reset before each use. */

@@ -1206,6 +1206,52 @@ TEST(fanout_email_thumbnail_missing_or_from_text)
     fo_env_done(&e);
 }
 
+/* Many e-mails of one message: the thumbnail is read once, off the loop, and every e-mail that
+ * came up while it was being read waits for it and carries it. */
+TEST(fanout_email_thumbnail_read_once_for_all)
+{
+    fo_env e;
+    fo_env_init(&e);
+    int port = fo_peer(&e, "smtp_sink", NULL, NULL);
+    unsigned char jpeg[5000];
+    email_fake_jpeg(jpeg, sizeof jpeg);
+    email_store_thumb(&e, THUMB_B, jpeg, sizeof jpeg);
+    char photos[200];
+    snprintf(photos, sizeof photos, "[\"http://keng.test/t/%s.jpg\"]", THUMB_B);
+    int64_t m = fo_message(&e, "A3", "alert", "email", "r", "Tìm xe máy bị mất", photos,
+                           "Tiêu đề", NULL);
+    enum { N = 12 };
+    for (int i = 0; i < N; i++) {
+        char rcp[16], addr[96];
+        snprintf(rcp, sizeof rcp, "hh-%02d", i);
+        snprintf(addr, sizeof addr, "{\"type\":\"email\",\"address\":\"h%02d@ward.test\"}", i);
+        fo_delivery(&e, "A3", rcp, "email", addr, m, "r");
+    }
+    keng_fanout_config c = base_cfg(&e);
+    char url[64];
+    snprintf(url, sizeof url, "smtp://127.0.0.1:%d", port);
+    c.smtp_url = url;
+    c.smtp_from = "keng@ward.test";
+    ASSERT(fo_run_engine(&e, &c, NULL, NULL, 8000, NULL));
+    ASSERT_EQ(fo_count(&e, "status = 'delivered'"), N);
+    char *log = fo_slurp(e.logs[0]);
+    char *want = email_b64(jpeg, sizeof jpeg);
+    for (int i = 0; i < N; i++) {
+        char to[32];
+        snprintf(to, sizeof to, "h%02d@ward.test", i);
+        cJSON *j = email_for(log, to);
+        ASSERT_NOT_NULL(j);
+        ASSERT_STR_EQ(email_str(j, "structure"),
+                      "multipart/alternative(text/plain,multipart/related(text/html,image/jpeg))");
+        const cJSON *img = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "parts"), 2);
+        ASSERT_STR_EQ(email_str(img, "data_b64"), want);
+        cJSON_Delete(j);
+    }
+    free(want);
+    free(log);
+    fo_env_done(&e);
+}
+
 /* UTF-16 units of s: what Telegram counts. */
 static size_t utf16_units(const char *s)
 {
