@@ -626,6 +626,17 @@ static fo_job *job_alloc(keng_fanout *f)
     return j;
 }
 
+/* Appends j to the list head … tail (the queue, the jobs waiting for a file, a host's parked). */
+static void job_append(fo_job **head, fo_job **tail, fo_job *j)
+{
+    j->next = NULL;
+    if (*tail)
+        (*tail)->next = j;
+    else
+        *head = j;
+    *tail = j;
+}
+
 static void on_claim(void *ud, const keng_outbox_row *row)
 {
     keng_fanout *f = ud;
@@ -666,12 +677,7 @@ static void on_claim(void *ud, const keng_outbox_row *row)
     }
     j->msg = msg_get(f, row->message_id);
     if (j->msg) j->msg->refs++;
-    j->next = NULL;
-    if (f->q_tail)
-        f->q_tail->next = j;
-    else
-        f->q_head = j;
-    f->q_tail = j;
+    job_append(&f->q_head, &f->q_tail, j);
     f->queued++;
 }
 
@@ -856,12 +862,7 @@ static void host_done(keng_fanout *f, fo_job *j)
 static void host_park(keng_fanout *f, fo_host *h, fo_job *j)
 {
     j->host = h;
-    j->next = NULL;
-    if (h->park_tail)
-        h->park_tail->next = j;
-    else
-        h->park_head = j;
-    h->park_tail = j;
+    job_append(&h->park_head, &h->park_tail, j);
     h->parked++;
     f->parked++;
 }
@@ -1030,12 +1031,7 @@ static void start_job(keng_fanout *f, fo_job *j)
     if (!j->ops && check_job(f, j)) return;
     if (j->ops->load && j->msg->file_state == KENG_MSG_FILE_UNREAD) load_start(f, j);
     if (j->ops->load && j->msg->file_state == KENG_MSG_FILE_READING) {
-        j->next = NULL; /* back in the queue once the file is read */
-        if (f->wait_tail)
-            f->wait_tail->next = j;
-        else
-            f->wait_head = j;
-        f->wait_tail = j;
+        job_append(&f->wait_head, &f->wait_tail, j); /* back in the queue once it is read */
         f->waiting++;
         return;
     }
@@ -1631,6 +1627,18 @@ static void on_grace(uv_timer_t *t)
     check_stop(f);
 }
 
+/* Every job of the list from j on back to pending, as it was claimed, and released. */
+static void unclaim_all(keng_fanout *f, fo_job *j)
+{
+    while (j) {
+        fo_job *next = j->next;
+        j->host = NULL;
+        push_result(f, j, KENG_OUTBOX_PENDING, j->attempts, 0, -1, NULL, 0);
+        job_release(f, j);
+        j = next;
+    }
+}
+
 void keng_fanout_stop(keng_fanout *f, int grace_ms, void (*done)(void *ud), void *ud)
 {
     if (!f || f->stopping) return;
@@ -1638,32 +1646,18 @@ void keng_fanout_stop(keng_fanout *f, int grace_ms, void (*done)(void *ud), void
     f->done = done;
     f->done_ud = ud;
     uv_timer_stop(&f->retry_timer);
-    while (f->q_head) { /* claimed, never started: back to pending as they were */
-        fo_job *j = f->q_head;
-        f->q_head = j->next;
-        push_result(f, j, KENG_OUTBOX_PENDING, j->attempts, 0, -1, NULL, 0);
-        job_release(f, j);
-    }
-    f->q_tail = NULL;
+    /* Claimed, never started: back to pending as they were. Queued, waiting for their
+     * message's file, parked for a busy receiver. */
+    unclaim_all(f, f->q_head);
+    f->q_head = f->q_tail = NULL;
     f->queued = 0;
-    while (f->wait_head) { /* waiting for their message's file: the same */
-        fo_job *j = f->wait_head;
-        f->wait_head = j->next;
-        push_result(f, j, KENG_OUTBOX_PENDING, j->attempts, 0, -1, NULL, 0);
-        job_release(f, j);
-    }
-    f->wait_tail = NULL;
+    unclaim_all(f, f->wait_head);
+    f->wait_head = f->wait_tail = NULL;
     f->waiting = 0;
-    for (int i = 0; i < FO_HOST_BUCKETS; i++) { /* parked for a busy receiver: the same */
+    for (int i = 0; i < FO_HOST_BUCKETS; i++) {
         for (fo_host *h = f->hosts[i]; h; h = h->next) {
-            while (h->park_head) {
-                fo_job *j = h->park_head;
-                h->park_head = j->next;
-                j->host = NULL;
-                push_result(f, j, KENG_OUTBOX_PENDING, j->attempts, 0, -1, NULL, 0);
-                job_release(f, j);
-            }
-            h->park_tail = NULL;
+            unclaim_all(f, h->park_head);
+            h->park_head = h->park_tail = NULL;
             h->parked = 0;
         }
     }

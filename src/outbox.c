@@ -296,17 +296,6 @@ int keng_outbox_recover(keng_store *st)
     return n;
 }
 
-int keng_outbox_add_state(keng_store *st, int64_t id, int64_t next_at)
-{
-    sqlite3_stmt *s = keng_store_stmt(st, "INSERT INTO delivery_state (id, alert_id, next_at)"
-                                          " SELECT id, alert_id, ?2 FROM deliveries WHERE id = ?1");
-    if (!s) return -EIO;
-    sqlite3_bind_int64(s, 1, id);
-    sqlite3_bind_int64(s, 2, next_at);
-    int rc = step_done(st, s);
-    return rc ? rc : sqlite3_changes(keng_store_db(st)) == 1 ? 0 : -ENOENT;
-}
-
 int keng_outbox_add_states(keng_store *st, int64_t after_id, int64_t next_at)
 {
     /* New rows are the ids above the largest before the insert (INTEGER PRIMARY KEY without
@@ -318,6 +307,12 @@ int keng_outbox_add_states(keng_store *st, int64_t after_id, int64_t next_at)
     sqlite3_bind_int64(s, 2, next_at);
     int rc = step_done(st, s);
     return rc ? rc : sqlite3_changes(keng_store_db(st));
+}
+
+int keng_outbox_add_state(keng_store *st, int64_t id, int64_t next_at)
+{
+    int n = keng_outbox_add_states(st, id - 1, next_at); /* id is the largest: just inserted */
+    return n < 0 ? n : n == 1 ? 0 : -ENOENT;
 }
 
 int64_t keng_outbox_last_id(keng_store *st)

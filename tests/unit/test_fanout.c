@@ -23,6 +23,16 @@ static keng_fanout_config base_cfg(fo_env *e)
     return c;
 }
 
+/* base_cfg with the SMTP sink on port as the e-mail server; url (64 bytes) holds its URL. */
+static keng_fanout_config email_cfg(fo_env *e, int port, char url[64])
+{
+    keng_fanout_config c = base_cfg(e);
+    snprintf(url, 64, "smtp://127.0.0.1:%d", port);
+    c.smtp_url = url;
+    c.smtp_from = "keng@ward.test";
+    return c;
+}
+
 static int64_t webhook_row(fo_env *e, int port, const char *path, const char *recipient,
                            int64_t msg)
 {
@@ -544,11 +554,8 @@ TEST(fanout_email_to_smtp_sink)
                             "{\"type\":\"email\",\"address\":\"to-7@ward.test\"}", m, "r");
     int64_t rej = fo_delivery(&e, "A1", "hh-2", "email",
                               "{\"type\":\"email\",\"address\":\"reject@ward.test\"}", m, "r");
-    keng_fanout_config c = base_cfg(&e);
     char url[64];
-    snprintf(url, sizeof url, "smtp://127.0.0.1:%d", port);
-    c.smtp_url = url;
-    c.smtp_from = "keng@ward.test";
+    keng_fanout_config c = email_cfg(&e, port, url);
     ASSERT(fo_run_engine(&e, &c, NULL, NULL, 8000, NULL));
     fo_row r = fo_get(&e, d);
     ASSERT_STR_EQ(r.status, "delivered");
@@ -941,11 +948,8 @@ TEST(fanout_email_html_placeholder)
               0);
     fo_delivery(&e, "A1", "hh-1", "email", "{\"type\":\"email\",\"address\":\"a@ward.test\"}", m,
                 "r");
-    keng_fanout_config c = base_cfg(&e);
     char url[64];
-    snprintf(url, sizeof url, "smtp://127.0.0.1:%d", port);
-    c.smtp_url = url;
-    c.smtp_from = "keng@ward.test";
+    keng_fanout_config c = email_cfg(&e, port, url);
     ASSERT(fo_run_engine(&e, &c, NULL, NULL, 8000, NULL));
     ASSERT_EQ(fo_count(&e, "status = 'delivered'"), 1);
     char *log = fo_slurp(e.logs[0]);
@@ -984,6 +988,15 @@ static void email_store_thumb(fo_env *e, const char *id, const unsigned char *da
     snprintf(dir, sizeof dir, "%s/media", e->dir);
     ASSERT(mkdir(dir, 0700) == 0 || errno == EEXIST);
     ASSERT_EQ(keng_media_write(dir, id, KENG_MEDIA_THUMB_SUFFIX, data, len), 0);
+}
+
+/* An SMTP sink (its port) and a fake thumbnail of n bytes in jpeg, stored under id. */
+static int email_sink_with_thumb(fo_env *e, const char *id, unsigned char *jpeg, size_t n)
+{
+    int port = fo_peer(e, "smtp_sink", NULL, NULL);
+    email_fake_jpeg(jpeg, n);
+    email_store_thumb(e, id, jpeg, n);
+    return port;
 }
 
 static char *email_b64(const unsigned char *data, size_t len)
@@ -1025,10 +1038,8 @@ TEST(fanout_email_from_templates_with_inline_thumbnail)
 {
     fo_env e;
     fo_env_init(&e);
-    int port = fo_peer(&e, "smtp_sink", NULL, NULL);
     unsigned char jpeg[3000];
-    email_fake_jpeg(jpeg, sizeof jpeg);
-    email_store_thumb(&e, THUMB_A, jpeg, sizeof jpeg);
+    int port = email_sink_with_thumb(&e, THUMB_A, jpeg, sizeof jpeg);
 
     /* Publish renders the e-mail's text, subject and HTML from the shipped templates. */
     static const unsigned char secret[32] = {7};
@@ -1072,11 +1083,8 @@ TEST(fanout_email_from_templates_with_inline_thumbnail)
     ASSERT_STR_CONTAINS(keng_store_text(s, 1), "href=\"" KENG_LINK_PLACEHOLDER "\"");
     sqlite3_reset(s);
 
-    keng_fanout_config c = base_cfg(&e);
     char url[64];
-    snprintf(url, sizeof url, "smtp://127.0.0.1:%d", port);
-    c.smtp_url = url;
-    c.smtp_from = "keng@ward.test";
+    keng_fanout_config c = email_cfg(&e, port, url);
     c.link_url = email_amp_link;
     ASSERT(fo_run_engine(&e, &c, NULL, NULL, 8000, NULL));
     ASSERT_EQ(fo_count(&e, "status = 'delivered'"), 1);
@@ -1146,10 +1154,8 @@ TEST(fanout_email_thumbnail_missing_or_from_text)
 {
     fo_env e;
     fo_env_init(&e);
-    int port = fo_peer(&e, "smtp_sink", NULL, NULL);
     unsigned char jpeg[700];
-    email_fake_jpeg(jpeg, sizeof jpeg);
-    email_store_thumb(&e, THUMB_B, jpeg, sizeof jpeg); /* THUMB_A's file is missing */
+    int port = email_sink_with_thumb(&e, THUMB_B, jpeg, sizeof jpeg); /* THUMB_A's file is missing */
     char photos[200];
     snprintf(photos, sizeof photos, "[\"http://keng.test/t/%s.jpg\"]", THUMB_A);
     int64_t m1 = fo_message(&e, "A1", "alert", "email", "r", "Xem: " KENG_LINK_PLACEHOLDER,
@@ -1169,11 +1175,8 @@ TEST(fanout_email_thumbnail_missing_or_from_text)
                             NULL);
     fo_delivery(&e, "A2", "hh-2", "email", "{\"type\":\"email\",\"address\":\"b@ward.test\"}",
                 m2, "r");
-    keng_fanout_config c = base_cfg(&e);
     char url[64];
-    snprintf(url, sizeof url, "smtp://127.0.0.1:%d", port);
-    c.smtp_url = url;
-    c.smtp_from = "keng@ward.test";
+    keng_fanout_config c = email_cfg(&e, port, url);
     ASSERT(fo_run_engine(&e, &c, NULL, NULL, 8000, NULL));
     ASSERT_EQ(fo_count(&e, "status = 'delivered'"), 2);
     char *log = fo_slurp(e.logs[0]);
@@ -1212,10 +1215,8 @@ TEST(fanout_email_thumbnail_read_once_for_all)
 {
     fo_env e;
     fo_env_init(&e);
-    int port = fo_peer(&e, "smtp_sink", NULL, NULL);
     unsigned char jpeg[5000];
-    email_fake_jpeg(jpeg, sizeof jpeg);
-    email_store_thumb(&e, THUMB_B, jpeg, sizeof jpeg);
+    int port = email_sink_with_thumb(&e, THUMB_B, jpeg, sizeof jpeg);
     char photos[200];
     snprintf(photos, sizeof photos, "[\"http://keng.test/t/%s.jpg\"]", THUMB_B);
     int64_t m = fo_message(&e, "A3", "alert", "email", "r", "Tìm xe máy bị mất", photos,
@@ -1227,11 +1228,8 @@ TEST(fanout_email_thumbnail_read_once_for_all)
         snprintf(addr, sizeof addr, "{\"type\":\"email\",\"address\":\"h%02d@ward.test\"}", i);
         fo_delivery(&e, "A3", rcp, "email", addr, m, "r");
     }
-    keng_fanout_config c = base_cfg(&e);
     char url[64];
-    snprintf(url, sizeof url, "smtp://127.0.0.1:%d", port);
-    c.smtp_url = url;
-    c.smtp_from = "keng@ward.test";
+    keng_fanout_config c = email_cfg(&e, port, url);
     ASSERT(fo_run_engine(&e, &c, NULL, NULL, 8000, NULL));
     ASSERT_EQ(fo_count(&e, "status = 'delivered'"), N);
     char *log = fo_slurp(e.logs[0]);

@@ -186,20 +186,6 @@ static fo_row fo_get(fo_env *e, int64_t id)
     return r;
 }
 
-static int fo_count(fo_env *e, const char *where)
-{
-    char sql[512];
-    snprintf(sql, sizeof sql,
-             "SELECT COUNT(*) FROM deliveries JOIN delivery_state USING (id, alert_id) WHERE %s",
-             where);
-    sqlite3_stmt *s;
-    ASSERT_EQ(sqlite3_prepare_v2(keng_store_db(e->st), sql, -1, &s, NULL), SQLITE_OK);
-    ASSERT_EQ(sqlite3_step(s), SQLITE_ROW);
-    int n = sqlite3_column_int(s, 0);
-    sqlite3_finalize(s);
-    return n;
-}
-
 /* The integer a query returns (its first column of its first row). */
 static int64_t q_count(fo_env *e, const char *sql)
 {
@@ -209,6 +195,15 @@ static int64_t q_count(fo_env *e, const char *sql)
     int64_t n = sqlite3_column_int64(s, 0);
     sqlite3_finalize(s);
     return n;
+}
+
+static int fo_count(fo_env *e, const char *where)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "SELECT COUNT(*) FROM deliveries JOIN delivery_state USING (id, alert_id) WHERE %s",
+             where);
+    return (int)q_count(e, sql);
 }
 
 /* Reads a whole (small) file; the caller frees. NULL when missing. */
