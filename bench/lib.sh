@@ -25,6 +25,26 @@ wait_kengd() {
     done
 }
 
+# nginx_start PREFIX WORKERS CONNECTIONS READY_URL HTTP: writes PREFIX/nginx.conf (not a
+# daemon; pid and error log under PREFIX; HTTP is the body of its http { } block), starts
+# ${NGINX:-/usr/sbin/nginx} and waits until it answers READY_URL. Sets NGINX_PID.
+nginx_start() {
+    mkdir -p "$1/logs"
+    cat >"$1/nginx.conf" <<CONF
+worker_processes $2;
+daemon off;
+pid $1/nginx.pid;
+error_log $1/logs/error.log warn;
+events { worker_connections $3; }
+http {
+$5
+}
+CONF
+    "${NGINX:-/usr/sbin/nginx}" -p "$1" -c "$1/nginx.conf" -e "$1/logs/error.log" &
+    NGINX_PID=$!
+    wait_nginx "$4" "$NGINX_PID" "$1"
+}
+
 # wait_nginx URL PID PREFIX: until the nginx (PID, started with -p PREFIX) answers URL; if it
 # exits or takes more than 5 s, shows the end of its error log and exits the run.
 wait_nginx() {

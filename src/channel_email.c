@@ -215,7 +215,7 @@ static int thumb_id(const char *url, char id[KENG_MEDIA_ID_LEN + 1])
 }
 
 /* The thumbnail of media id from the store kengd keeps under DATA/media (main.c), into out
- * (up to EMAIL_THUMB_MAX). On a thread-pool thread (email_load), once per message: the message
+ * (its cap stops a file that grew after fstat). On a thread-pool thread (email_load), once per message: the message
  * keeps the bytes for all its e-mails, and no file is read on the loop. */
 static int read_thumb(const keng_fanout_config *cfg, const char *id, keng_buf *out)
 {
@@ -235,13 +235,12 @@ static int read_thumb(const keng_fanout_config *cfg, const char *id, keng_buf *o
     else if (st.st_size <= 0 || (uint64_t)st.st_size > EMAIL_THUMB_MAX)
         rc = -EFBIG;
     char chunk[16384];
-    while (rc == 0) { /* the cap stops a file that grew after fstat */
+    while (rc == 0) {
         ssize_t r = read(fd, chunk, sizeof chunk);
         if (r < 0 && errno == EINTR) continue;
         if (r < 0) rc = -errno;
         if (r <= 0) break;
-        rc = out->len + (size_t)r > EMAIL_THUMB_MAX ? -EFBIG
-                                                    : keng_buf_append(out, chunk, (size_t)r);
+        rc = keng_buf_append(out, chunk, (size_t)r);
     }
     close(fd);
     if (rc == 0 && out->len == 0) rc = -ENODATA;
@@ -440,6 +439,7 @@ static int email_load(const keng_fanout_config *cfg, const keng_channel_msg *m, 
 {
     char id[KENG_MEDIA_ID_LEN + 1];
     if (thumb_id(m->first_photo, id)) return -ENOENT;
+    keng_buf_init(out, EMAIL_THUMB_MAX);
     return read_thumb(cfg, id, out);
 }
 

@@ -18,6 +18,7 @@
 #define FO_FLUSH_ROWS 500      /* results per write transaction, at most: bounds the stall */
 #define FO_FLUSH_MS 20         /* results wait at most this long before they are written */
 #define FO_MSG_CACHE 1024      /* message rows kept in memory */
+#define FO_MSG_FILES (8u << 20) /* bytes of their files (keng_channel_ops.load) kept with them */
 #define FO_FILE_MAX (4u << 20) /* bytes of file-channel lines waiting for one write */
 #define FO_HOST_BUCKETS 256    /* hosts by hash of scheme://host:port */
 #define FO_BODY_MAX (1u << 20) /* bytes of one request body */
@@ -122,6 +123,7 @@ struct keng_fanout {
     /* Jobs waiting for their message's file (keng_channel_ops.load) and the reads under way. */
     fo_job *wait_head, *wait_tail;
     int waiting, loads;
+    size_t file_bytes; /* held by cached messages' files, at most about FO_MSG_FILES */
     fo_result *res;
     int nres, res_cap;
     uint64_t res_oldest;
@@ -376,7 +378,15 @@ int keng_channel_text_fit(const keng_channel_req *req, size_t max, int utf16, ke
 
 /* ---- message cache ---------------------------------------------------------------------- */
 
-static void msg_free(keng_channel_msg *m)
+/* Drops a message's file: it is read again if a delivery needs it. */
+static void msg_file_drop(keng_fanout *f, keng_channel_msg *m)
+{
+    f->file_bytes -= m->file.len;
+    keng_buf_free(&m->file);
+    m->file_state = KENG_MSG_FILE_UNREAD;
+}
+
+static void msg_free(keng_fanout *f, keng_channel_msg *m)
 {
     if (!m) return;
     free(m->alert_id), free(m->event), free(m->lang), free(m->channel), free(m->text);
@@ -384,7 +394,7 @@ static void msg_free(keng_channel_msg *m)
     free(m->first_photo);
     keng_buf_free(&m->webhook_head);
     keng_buf_free(&m->webhook_text);
-    keng_buf_free(&m->file);
+    msg_file_drop(f, m);
     free(m);
 }
 
@@ -444,7 +454,7 @@ static keng_channel_msg *msg_get(keng_fanout *f, int64_t id)
             if (f->msgs[i]->refs)
                 f->msgs[k++] = f->msgs[i];
             else
-                msg_free(f->msgs[i]);
+                msg_free(f, f->msgs[i]);
         }
         f->nmsgs = k;
         if (k == FO_MSG_CACHE) return NULL;
@@ -468,7 +478,7 @@ static keng_channel_msg *msg_get(keng_fanout *f, int64_t id)
         if (!m->alert_id || !m->event || !m->lang || !m->channel || !m->text || !m->subject ||
             !m->html || !m->alert_json || !m->photos ||
             (sqlite3_column_type(s, 10) != SQLITE_NULL && !m->note) || msg_build_head(m)) {
-            msg_free(m);
+            msg_free(f, m);
             m = NULL;
         }
     }
@@ -976,9 +986,13 @@ static void load_done(uv_work_t *w, int status)
     keng_fanout *f = l->f;
     keng_channel_msg *m = l->m;
     if (status == 0 && l->rc == 0 && l->out.len > 0) {
-        keng_buf_free(&m->file);
+        /* Room first: the files of messages no delivery holds go (oldest first). */
+        for (int i = 0; i < f->nmsgs && f->file_bytes + l->out.len > FO_MSG_FILES; i++)
+            if (!f->msgs[i]->refs && f->msgs[i]->file_state == KENG_MSG_FILE_READ)
+                msg_file_drop(f, f->msgs[i]);
         m->file = l->out;
         m->file_state = KENG_MSG_FILE_READ;
+        f->file_bytes += m->file.len;
     } else {
         keng_buf_free(&l->out);
         m->file_state = KENG_MSG_FILE_NONE; /* its deliveries go without it */
@@ -1681,7 +1695,7 @@ void keng_fanout_free(keng_fanout *f)
         free(j);
     }
     for (int i = 0; f->msgs && i < f->nmsgs; i++)
-        msg_free(f->msgs[i]);
+        msg_free(f, f->msgs[i]);
     free(f->msgs);
     while (f->neasies > 0) {
         fo_easy *p = &f->easies[--f->neasies];

@@ -25,14 +25,7 @@ cc $CFLAGS $(pkg-config --cflags libuv libcurl) bench/fanout/bare.c -o "$TMP/bar
     $(pkg-config --libs libuv libcurl)
 
 PORT=$(free_port)
-mkdir -p "$TMP/nginx/logs"
-cat > "$TMP/nginx/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/logs/error.log warn;
-events { worker_connections 4096; }
-http {
+nginx_start "$TMP/nginx" 1 4096 "http://127.0.0.1:$PORT/" "
     access_log off;
     keepalive_requests 1000000;
     keepalive_timeout 60s;
@@ -40,12 +33,7 @@ http {
     server {
         listen 127.0.0.1:$PORT;
         location / { return 204; }
-    }
-}
-CONF
-/usr/sbin/nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/logs/error.log" &
-NGINX_PID=$!
-wait_nginx "http://127.0.0.1:$PORT/" "$NGINX_PID" "$TMP/nginx"
+    }"
 URL="http://127.0.0.1:$PORT/hook"
 ROUNDS=${ROUNDS:-5}
 echo "# N=$N rounds=$ROUNDS receiver=nginx 204 on $URL, $(nproc) cores, $(curl-config --version)"

@@ -76,13 +76,7 @@ HLIT=$(nginx_literal "$TMP/nginx/html/healthz.json")
 GLIT=$(nginx_literal "$TMP/nginx/html/group.json")
 
 start_nginx() {
-    cat >"$TMP/nginx/nginx.conf" <<CONF
-worker_processes $1;
-daemon off;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/logs/error.log warn;
-events { worker_connections 4096; }
-http {
+    nginx_start "$TMP/nginx" "$1" 4096 "http://127.0.0.1:$NPORT/healthz.json" "
     access_log off;
     default_type application/json;
     sendfile on;
@@ -96,12 +90,7 @@ http {
         root $TMP/nginx/html;
         location = /healthz.mem { return 200 $HLIT; }
         location = /group.mem { return 200 $GLIT; }
-    }
-}
-CONF
-    "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/logs/error.log" &
-    NGINX_PID=$!
-    wait_nginx "http://127.0.0.1:$NPORT/healthz.json" "$NGINX_PID" "$TMP/nginx"
+    }"
 }
 
 # cpu_ticks PID...: user + system CPU ticks of the processes (fields 14 and 15 of /proc/PID/stat).

@@ -53,16 +53,9 @@ mb() { awk -v k="$1" 'BEGIN { printf "%.1f MB", k / 1024 }'; }
 
 # ---- nginx, the webhook receiver ----
 NPORT=$(free_port)
-mkdir -p "$TMP/nginx/logs"
-cat >"$TMP/nginx/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/logs/error.log warn;
-events { worker_connections 1024; }
-http {
-    # One short line per 2xx, unbuffered so that probe.py sees arrivals as they happen;
-    # \$msec is the time of the request's end, in ms (nginx's cached clock).
+# One short line per 2xx, unbuffered so that probe.py sees arrivals as they happen; $msec is
+# the time of the request's end, in ms (nginx's cached clock).
+nginx_start "$TMP/nginx" 1 1024 "http://127.0.0.1:$NPORT/ready" "
     log_format arrivals '\$msec \$http_idempotency_key';
     map \$status \$delivered { ~^2 1; default 0; }
     access_log $TMP/nginx/logs/arrivals.log arrivals if=\$delivered;
@@ -72,12 +65,7 @@ http {
     server {
         listen 127.0.0.1:$NPORT;
         location / { return 204; }
-    }
-}
-CONF
-"$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/logs/error.log" &
-NGINX_PID=$!
-wait_nginx "http://127.0.0.1:$NPORT/ready" "$NGINX_PID" "$TMP/nginx"
+    }"
 HOOK="http://127.0.0.1:$NPORT/hook"
 
 # ---- the ward: N webhook households ----

@@ -103,7 +103,7 @@ typedef struct keng_channel_ops {
                   keng_channel_result *res);
     /* The file channel instead appends one line (JSON + '\n') to out. */
     int (*line)(const keng_channel_req *req, keng_buf *out);
-    /* NULL, or what prepare needs from disk, read into out (empty, no cap) on a thread-pool
+    /* NULL, or what prepare needs from disk, read into out (empty; set its cap) on a thread-pool
      * thread once per message, before the message's first delivery is prepared (which then finds
      * it in msg->file; file_state NONE when this failed or there is nothing to read). It may only
      * read cfg and m's strings, which do not change. 0 or a negative errno. */
