@@ -17,7 +17,10 @@ static int link_url(void *ud, char kind, const char *alert_id, const char *recip
     keng_app *app = ud;
     char tok[KENG_TOKEN_LEN + 1];
     keng_auth_link_token_cached(app->link_macs, app->secret, kind, alert_id, recipient, tok);
-    return keng_buf_printf(out, "%s/%c/%s", app->cfg->public_url, kind, tok);
+    char mid[3] = {'/', kind, '/'};
+    int rc = keng_buf_puts(out, app->cfg->public_url);
+    if (rc == 0) rc = keng_buf_append(out, mid, sizeof mid);
+    return rc ? rc : keng_buf_append(out, tok, KENG_TOKEN_LEN);
 }
 
 static void on_change(void *ud, const char *alert_id)

@@ -179,11 +179,22 @@ void keng_auth_link_token_cached(keng_hmac_cache *c, const unsigned char secret[
                                  const char *alert_id, const char *member_id,
                                  char out[KENG_TOKEN_LEN + 1])
 {
+    /* "KIND|ALERT|MEMBER", cut at 511 bytes (built by hand: snprintf was a third of a link's
+     * cost, and a fan-out builds one link per delivery). */
     char msg[512], mac[65];
-    int n = snprintf(msg, sizeof msg, "%c|%s|%s", kind, alert_id, member_id);
-    if (n < 0 || (size_t)n >= sizeof msg) n = (int)sizeof msg - 1;
-    if (!c || keng_hmac_cached_hex(c, secret, 32, msg, (size_t)n, NULL, 0, mac))
-        keng_hmac_sha256_hex(secret, 32, msg, (size_t)n, mac);
+    size_t n = 0, la = strlen(alert_id), lm = strlen(member_id);
+    msg[n++] = kind;
+    msg[n++] = '|';
+    if (la > sizeof msg - 1 - n) la = sizeof msg - 1 - n;
+    memcpy(msg + n, alert_id, la);
+    n += la;
+    if (n < sizeof msg - 1) msg[n++] = '|';
+    if (lm > sizeof msg - 1 - n) lm = sizeof msg - 1 - n;
+    memcpy(msg + n, member_id, lm);
+    n += lm;
+    msg[n] = '\0';
+    if (!c || keng_hmac_cached_hex(c, secret, 32, msg, n, NULL, 0, mac))
+        keng_hmac_sha256_hex(secret, 32, msg, n, mac);
     memcpy(out, mac, KENG_TOKEN_LEN);
     out[KENG_TOKEN_LEN] = '\0';
 }

@@ -25,6 +25,24 @@ static size_t line_cat(char *line, size_t at, size_t size, const char *s, size_t
     return at + n;
 }
 
+/* "SECONDS." of t (>= 0; a clock before 1970 signs as 0) into out[24]; its length. By hand:
+ * snprintf was a tenth of the engine's own work per delivery left after the HMACs. */
+static int unix_dot(char *out, int64_t t)
+{
+    char rev[24];
+    int n = 0;
+    uint64_t v = t > 0 ? (uint64_t)t : 0;
+    do {
+        rev[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (int i = 0; i < n; i++)
+        out[i] = rev[n - 1 - i];
+    out[n] = '.';
+    out[n + 1] = '\0';
+    return n + 1;
+}
+
 /* Appends the link escaped for JSON: escaped the first time, copied from where that went after
  * (*at, *n: 0 until then). A link goes in the text and in reply_url, or more than once. */
 static int put_link(keng_buf *b, const char *link, size_t len, size_t *at, size_t *n)
@@ -82,34 +100,36 @@ static int webhook_prepare(keng_channel_req *req, char *err, size_t errlen)
         snprintf(err, errlen, "webhook body too large");
         return rc;
     }
-    char line[512];
-    struct curl_slist *h = NULL, *t;
-#define ADD_HEADER(s)                                                                              \
-    do {                                                                                           \
-        if (!(t = curl_slist_append(h, (s)))) goto nomem;                                          \
-        h = t;                                                                                     \
-    } while (0)
-    ADD_HEADER("Content-Type: application/json");
-    ADD_HEADER("Expect:"); /* no 100-continue round trip */
-    size_t at = line_cat(line, 0, sizeof line, "Idempotency-Key: ", 17);
-    line_cat(line, at, sizeof line, req->idem_key, strlen(req->idem_key));
-    ADD_HEADER(line);
+    /* The header list lives in the request (no allocation per delivery): two fixed lines, the
+     * key, and the signature when the contact has a secret. */
+    char *key = req->hdr_line[0], *sig = req->hdr_line[1];
+    size_t klen = strlen(req->idem_key);
+    if (17 + klen >= KENG_REQ_HDR_LINE) {
+        snprintf(err, errlen, "idempotency key too long");
+        return -EINVAL;
+    }
+    memcpy(key, "Idempotency-Key: ", 17);
+    memcpy(key + 17, req->idem_key, klen + 1);
+    struct curl_slist *h = req->hdr;
+    h[0] = (struct curl_slist){(char *)"Content-Type: application/json", &h[1]};
+    h[1] = (struct curl_slist){(char *)"Expect:", &h[2]}; /* no 100-continue round trip */
+    h[2] = (struct curl_slist){key, NULL};
     if (secret) {
         char ts[24], mac[65];
-        int tn = snprintf(ts, sizeof ts, "%lld.", (long long)req->now);
+        int tn = unix_dot(ts, req->now);
         if (keng_hmac_cached_hex(req->macs, secret, strlen(secret), ts, (size_t)tn, b->data,
                                  b->len, mac)) {
-            curl_slist_free_all(h);
             snprintf(err, errlen, "cannot sign the body");
             return -EIO;
         }
-        at = line_cat(line, 0, sizeof line, "Keng-Signature: t=", 18);
-        at = line_cat(line, at, sizeof line, ts, (size_t)tn - 1); /* without its '.' */
-        at = line_cat(line, at, sizeof line, ",v1=", 4);
-        line_cat(line, at, sizeof line, mac, 64);
-        ADD_HEADER(line);
+        size_t at = line_cat(sig, 0, KENG_REQ_HDR_LINE, "Keng-Signature: t=", 18);
+        at = line_cat(sig, at, KENG_REQ_HDR_LINE, ts, (size_t)tn - 1); /* without its '.' */
+        at = line_cat(sig, at, KENG_REQ_HDR_LINE, ",v1=", 4);
+        line_cat(sig, at, KENG_REQ_HDR_LINE, mac, 64);
+        h[2].next = &h[3];
+        h[3] = (struct curl_slist){sig, NULL};
     }
-#undef ADD_HEADER
+    req->hdr_fixed = 1;
     req->headers = h;
     CURL *e = req->easy;
     curl_easy_setopt(e, CURLOPT_URL, url);
@@ -117,10 +137,6 @@ static int webhook_prepare(keng_channel_req *req, char *err, size_t errlen)
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, b->data);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)b->len);
     return 0;
-nomem:
-    curl_slist_free_all(h);
-    snprintf(err, errlen, "out of memory");
-    return -ENOMEM;
 }
 
 static void webhook_judge(const keng_channel_req *req, const keng_channel_response *resp,

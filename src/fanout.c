@@ -206,7 +206,8 @@ const keng_channel_ops *keng_channel_find(const char *type)
 void keng_channel_req_clear(keng_channel_req *req)
 {
     keng_buf_reset(&req->body);
-    curl_slist_free_all(req->headers);
+    if (!req->hdr_fixed) curl_slist_free_all(req->headers);
+    req->hdr_fixed = 0;
     curl_slist_free_all(req->rcpt);
     curl_mime_free(req->mime);
     req->headers = req->rcpt = NULL;
@@ -914,7 +915,6 @@ static int start_curl(keng_fanout *f, fo_job *j, char *err, size_t errlen)
         curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
         curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https,smtp,smtps");
         curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-        curl_easy_setopt(e, CURLOPT_USERAGENT, "kengd/1");
     }
     j->easy_ready = 0; /* until prepare has set all it sets: a failure half-way resets it */
     j->errbuf[0] = '\0';

@@ -23,27 +23,34 @@ int keng_outbox_claim(keng_store *st, int64_t now, int limit,
                       void (*fn)(void *ud, const keng_outbox_row *row), void *ud)
 {
     if (limit <= 0) return 0;
-    /* Read the due rows in order (the partial index delivery_state_due), then mark the same rows
-     * inflight with one statement, inside one transaction: nothing writes in between (one
-     * writer, the loop), so both see the same rows (the LEFT JOIN: a state without its delivery
-     * row, which nothing makes, would still be the same row for both, and go dead unloaded).
+    /* Read the due rows in order (the partial index delivery_state_due), then mark exactly the
+     * rows read inflight, inside one transaction. The mark goes by runs of consecutive ids (a
+     * publication's rows are consecutive: one statement per run, the rowid range, no subquery
+     * and no temporary table; a fifth fewer instructions per row than one `id IN (SELECT …
+     * LIMIT n)`). The LEFT JOIN: a state without its delivery row, which nothing makes, is still
+     * handed out (and goes dead unloaded) rather than claimed forever.
      * UPDATE … RETURNING did it in one statement but buffers every returned row first; this
      * measured a quarter fewer instructions. */
+    int64_t *ids = malloc((size_t)limit * sizeof *ids);
+    if (!ids) return -ENOMEM;
     int rc = keng_store_begin(st);
-    if (rc) return rc;
+    if (rc) {
+        free(ids);
+        return rc;
+    }
     sqlite3_stmt *s = keng_store_stmt(
         st, "SELECT id, alert_id, revision, event, recipient, channel, contact_index, address,"
             " message_id, link_kind, idem_key, s.attempts, created_at FROM delivery_state s"
             " LEFT JOIN deliveries USING (id, alert_id) WHERE s.status = 'pending'"
             " AND s.next_at <= ?1 ORDER BY s.next_at, s.id LIMIT ?2");
     if (!s) {
-        keng_store_rollback(st);
-        return -EIO;
+        rc = -EIO;
+        goto fail;
     }
     sqlite3_bind_int64(s, 1, now);
     sqlite3_bind_int(s, 2, limit);
     int n = 0;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    while (n < limit && (rc = sqlite3_step(s)) == SQLITE_ROW) {
         const char *lk = keng_store_text(s, 9);
         keng_outbox_row r = {
             .id = sqlite3_column_int64(s, 0),
@@ -60,35 +67,43 @@ int keng_outbox_claim(keng_store *st, int64_t now, int limit,
             .attempts = sqlite3_column_int(s, 11),
             .created_at = sqlite3_column_int64(s, 12),
         };
+        ids[n++] = r.id;
         fn(ud, &r);
-        n++;
     }
+    if (n == limit && rc == SQLITE_ROW) rc = SQLITE_DONE; /* LIMIT ?2: no further row */
     if (rc != SQLITE_DONE) {
         keng_error("outbox: claim: %s", sqlite3_errmsg(keng_store_db(st)));
         sqlite3_reset(s);
-        keng_store_rollback(st);
-        return keng_store_errno(rc) ? keng_store_errno(rc) : -EIO;
+        rc = keng_store_errno(rc) ? keng_store_errno(rc) : -EIO;
+        goto fail;
     }
     sqlite3_reset(s);
-    if (n > 0) {
-        s = keng_store_stmt(st, "UPDATE delivery_state SET status = 'inflight' WHERE id IN (SELECT"
-                                " id FROM delivery_state WHERE status = 'pending' AND next_at <= ?1"
-                                " ORDER BY next_at, id LIMIT ?2)");
-        if (!s) {
-            keng_store_rollback(st);
-            return -EIO;
-        }
-        sqlite3_bind_int64(s, 1, now);
-        sqlite3_bind_int(s, 2, n);
-        if ((rc = step_done(st, s)) == 0 && sqlite3_changes(keng_store_db(st)) != n)
-            rc = -EIO; /* cannot happen with one writer; never hand out rows twice */
-        if (rc) {
-            keng_store_rollback(st);
-            return rc;
-        }
+    rc = 0;
+    s = n > 0 ? keng_store_stmt(st, "UPDATE delivery_state SET status = 'inflight'"
+                                    " WHERE id BETWEEN ?1 AND ?2")
+              : NULL;
+    if (n > 0 && !s) rc = -EIO;
+    /* Rows come in (next_at, id) order; a run is ids read one after another that follow each
+     * other, so every id in [first, last] was read (and is pending: the same transaction). */
+    int marked = 0;
+    for (int i = 0; rc == 0 && i < n;) {
+        int k = i;
+        while (k + 1 < n && ids[k + 1] == ids[k] + 1)
+            k++;
+        sqlite3_bind_int64(s, 1, ids[i]);
+        sqlite3_bind_int64(s, 2, ids[k]);
+        if ((rc = step_done(st, s)) == 0) marked += sqlite3_changes(keng_store_db(st));
+        i = k + 1;
     }
+    if (rc == 0 && marked != n) rc = -EIO; /* cannot happen with one writer; never hand out twice */
+    if (rc) goto fail;
+    free(ids);
     rc = keng_store_commit(st);
     return rc ? rc : n;
+fail:
+    free(ids);
+    keng_store_rollback(st);
+    return rc;
 }
 
 int keng_outbox_write(keng_store *st, const keng_outbox_result *res, int n)

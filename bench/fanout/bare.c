@@ -172,16 +172,19 @@ int main(int argc, char **argv)
     curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)max_per_host);
     curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, 256L);
     t0 = uv_hrtime();
-    uint64_t cpu0 = bench_thread_cpu_ns();
+    uint64_t cpu0 = bench_thread_cpu_ns(), usr0, sys0, usr1, sys1;
+    bench_thread_usr_sys_ns(&usr0, &sys0);
     while (started < total && inflight < max_inflight && inflight < max_per_host)
         start_one();
     while (finished < total)
         uv_run(loop, UV_RUN_ONCE);
     uint64_t t1 = uv_hrtime(), cpu1 = bench_thread_cpu_ns();
+    bench_thread_usr_sys_ns(&usr1, &sys1);
     double s = (double)(t1 - t0) / 1e9;
-    printf("bare n=%d ok=%d seconds=%.3f per_s=%.0f cpu_us=%.2f first_ms=%.2f max_stall_ms=%.2f "
-           "rss_kb=%ld\n",
+    printf("bare n=%d ok=%d seconds=%.3f per_s=%.0f cpu_us=%.2f usr_us=%.2f sys_us=%.2f first_ms=%.2f "
+           "max_stall_ms=%.2f rss_kb=%ld\n",
            total, ok, s, ok / s, (double)(cpu1 - cpu0) / 1e3 / total,
+           (double)(usr1 - usr0) / 1e3 / total, (double)(sys1 - sys0) / 1e3 / total,
            t_first ? (double)(t_first - t0) / 1e6 : -1.0, (double)stall.max_ns / 1e6,
            bench_rss_peak_kb());
     return ok == total ? 0 : 1;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <uv.h>
 
@@ -55,6 +56,15 @@ static uint64_t bench_thread_cpu_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The calling thread's user and system CPU so far, in ns (getrusage RUSAGE_THREAD). */
+static void bench_thread_usr_sys_ns(uint64_t *usr, uint64_t *sys)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_THREAD, &ru);
+    *usr = (uint64_t)ru.ru_utime.tv_sec * 1000000000u + (uint64_t)ru.ru_utime.tv_usec * 1000u;
+    *sys = (uint64_t)ru.ru_stime.tv_sec * 1000000000u + (uint64_t)ru.ru_stime.tv_usec * 1000u;
 }
 
 static long bench_rss_peak_kb(void)

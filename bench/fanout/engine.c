@@ -16,7 +16,7 @@ static int total;
 static keng_fanout *fan;
 static keng_store *st;
 static uv_timer_t check;
-static uint64_t t0, t_end, cpu0, cpu_end;
+static uint64_t t0, t_end, cpu0, cpu_end, usr0, sys0, usr_end, sys_end;
 static int stopped;
 
 /* As kengd builds links (app_fanout.c): a derived token per recipient. */
@@ -28,7 +28,10 @@ static int link_url(void *ud, char kind, const char *alert, const char *rec, ken
     (void)ud;
     char tok[KENG_TOKEN_LEN + 1];
     keng_auth_link_token_cached(link_macs, link_secret, kind, alert, rec, tok);
-    return keng_buf_printf(out, "http://127.0.0.1:8080/%c/%s", kind, tok);
+    char mid[3] = {'/', kind, '/'};
+    int rc = keng_buf_puts(out, "http://127.0.0.1:8080");
+    if (rc == 0) rc = keng_buf_append(out, mid, sizeof mid);
+    return rc ? rc : keng_buf_append(out, tok, KENG_TOKEN_LEN);
 }
 
 static void on_done(void *ud)
@@ -44,6 +47,7 @@ static void on_check(uv_timer_t *t)
     if (s.written < (uint64_t)total && s.dead == 0) return;
     t_end = uv_hrtime();
     cpu_end = bench_thread_cpu_ns();
+    bench_thread_usr_sys_ns(&usr_end, &sys_end);
     uv_timer_stop(t);
     uv_close((uv_handle_t *)t, NULL);
     keng_fanout_stop(fan, 1000, on_done, NULL);
@@ -113,6 +117,7 @@ int main(int argc, char **argv)
     uv_timer_start(&check, on_check, 5, 5);
     t0 = uv_hrtime();
     cpu0 = bench_thread_cpu_ns();
+    bench_thread_usr_sys_ns(&usr0, &sys0);
     uint64_t loop_t0 = uv_now(&loop);
     keng_fanout_kick(fan);
     uv_run(&loop, UV_RUN_DEFAULT);
@@ -132,10 +137,11 @@ int main(int argc, char **argv)
     cJSON_Delete(counts);
     keng_store_close(st);
     double secs = (double)(t_end - t0) / 1e9;
-    printf("engine n=%d ok=%d seconds=%.3f per_s=%.0f cpu_us=%.2f first_ms=%.2f "
+    printf("engine n=%d ok=%d seconds=%.3f per_s=%.0f cpu_us=%.2f usr_us=%.2f sys_us=%.2f first_ms=%.2f "
            "max_stall_ms=%.2f rss_kb=%ld publish_insert_s=%.3f flushes=%llu claims=%llu db_s=%.3f db_max_ms=%.2f "
            "checkpoints=%llu ckpt_max_ms=%.1f loop_closed=%d\n",
            total, delivered, secs, delivered / secs, (double)(cpu_end - cpu0) / 1e3 / total,
+           (double)(usr_end - usr0) / 1e3 / total, (double)(sys_end - sys0) / 1e3 / total,
            (double)(s.first_delivery_ms + loop_t0 - loop_t0), (double)stall.max_ns / 1e6,
            bench_rss_peak_kb(), publish_s, (unsigned long long)s.flushes,
            (unsigned long long)s.claims, (double)s.db_ns / 1e9, (double)s.db_max_ns / 1e6,

@@ -50,6 +50,9 @@ typedef struct keng_channel_msg {
 } keng_channel_msg;
 
 /* One delivery being attempted. The engine fills the inputs; the channel the outputs. */
+#define KENG_REQ_HDRS 4
+#define KENG_REQ_HDR_LINE 320
+
 typedef struct keng_channel_req {
     /* inputs (borrowed) */
     const keng_fanout_config *cfg;
@@ -65,7 +68,12 @@ typedef struct keng_channel_req {
     struct keng_hmac_cache *macs; /* the engine's keyed HMAC contexts (webhook signatures) */
     /* built by the channel, released by keng_channel_req_clear */
     keng_buf body;
-    struct curl_slist *headers;
+    struct curl_slist *headers; /* from curl_slist_append, or into hdr when hdr_fixed */
+    /* Header lines without an allocation (the webhook's, once per delivery): nodes and their
+     * text live here, in the job, for as long as curl reads them. */
+    struct curl_slist hdr[KENG_REQ_HDRS];
+    char hdr_line[2][KENG_REQ_HDR_LINE];
+    int hdr_fixed;
     struct curl_slist *rcpt;
     curl_mime *mime;
 } keng_channel_req;

@@ -244,6 +244,38 @@ TEST(fanout_reused_handle_keeps_nothing_of_the_last_delivery)
     fo_env_done(&e);
 }
 
+/* The header lines live in the job (no allocation): a key too long for its line is refused,
+ * not cut (a cut key would dedupe the wrong deliveries); the next job's headers are its own. */
+TEST(fanout_webhook_key_too_long_is_dead_not_cut)
+{
+    fo_env e;
+    fo_env_init(&e);
+    int port = fo_peer(&e, "webhook", "--secret", "s3cr3t");
+    int64_t m = fo_message(&e, "A1", "alert", "webhook", "r", "x", NULL, NULL, NULL);
+    char longid[401];
+    memset(longid, 'h', sizeof longid - 1);
+    longid[sizeof longid - 1] = '\0';
+    int64_t bad = webhook_row(&e, port, "/ok", longid, m);
+    int64_t ok = webhook_row(&e, port, "/ok", "hh-2", m);
+    keng_fanout_config c = base_cfg(&e);
+    fo_run run;
+    ASSERT(fo_run_engine(&e, &c, NULL, NULL, 5000, &run));
+    fo_row r = fo_get(&e, bad);
+    ASSERT_STR_EQ(r.status, "dead");
+    ASSERT_EQ(r.attempts, 1);
+    ASSERT_STR_EQ(r.last_error, "idempotency key too long");
+    ASSERT_STR_EQ(fo_get(&e, ok).status, "delivered");
+    char *log = fo_slurp(e.logs[0]);
+    ASSERT_EQ(fo_lines(log), 1);
+    cJSON *j = fo_line_json(log, 0);
+    ASSERT_NOT_NULL(j);
+    ASSERT(cJSON_IsTrue(cJSON_GetObjectItem(j, "sig_ok")));
+    ASSERT_STR_EQ(cJSON_GetObjectItem(j, "key")->valuestring, "A1.1.hh-2.webhook");
+    cJSON_Delete(j);
+    free(log);
+    fo_env_done(&e);
+}
+
 TEST(fanout_webhook_400_dead_not_retried)
 {
     fo_env e;

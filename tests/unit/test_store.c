@@ -282,6 +282,59 @@ TEST(store_migration_4_moves_delivery_state)
     env_done(&e);
 }
 
+static void on_claim_list(void *ud, const keng_outbox_row *row)
+{
+    int64_t *ids = ud;
+    ids[++ids[0]] = row->id; /* ids[0]: how many */
+}
+
+/* A claim marks inflight exactly the rows it hands out, in runs of consecutive ids: rows between
+ * them that are not due, not pending or beyond the limit stay as they were. */
+TEST(outbox_claim_marks_exactly_the_rows_read)
+{
+    st_env e;
+    env_init(&e);
+    env_open(&e);
+    sqlite3 *db = keng_store_db(e.st);
+    exec_ok(db, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12)"
+                " INSERT INTO deliveries (id, alert_id, revision, event, recipient, channel,"
+                " contact_index, address, message_id, link_kind, idem_key, created_at)"
+                " SELECT i, 'A1', 1, 'alert', 'hh-' || i, 'webhook', 0, '{}', 1, 'r',"
+                " 'A1.1.hh-' || i || '.webhook', 100 FROM n");
+    ASSERT_EQ(keng_outbox_add_states(e.st, 0, 500), 12);
+    /* 3 and 8 are not due yet, 5 was delivered, 10 is due later than the others: the due order
+     * is 1 2 4 6 7 9 11 12 then 10. */
+    exec_ok(db, "UPDATE delivery_state SET next_at = 5000 WHERE id IN (3, 8);"
+                "UPDATE delivery_state SET status = 'delivered' WHERE id = 5;"
+                "UPDATE delivery_state SET next_at = 900 WHERE id = 10");
+    int64_t got[16] = {0};
+    ASSERT_EQ(keng_outbox_claim(e.st, 1000, 7, on_claim_list, got), 7);
+    ASSERT_EQ(got[0], 7);
+    const int64_t want[] = {1, 2, 4, 6, 7, 9, 11};
+    for (int i = 0; i < 7; i++)
+        ASSERT_EQ(got[1 + i], want[i]);
+    ASSERT_EQ(q_int(db, "SELECT group_concat(id) = '1,2,4,6,7,9,11' FROM (SELECT id FROM"
+                        " delivery_state WHERE status = 'inflight' ORDER BY id)"),
+              1);
+    ASSERT_EQ(q_int(db, "SELECT group_concat(id) = '3,8,10,12' FROM (SELECT id FROM"
+                        " delivery_state WHERE status = 'pending' ORDER BY id)"),
+              1);
+    /* The rest: 12, then 10; 3 and 8 only once due. */
+    memset(got, 0, sizeof got);
+    ASSERT_EQ(keng_outbox_claim(e.st, 1000, 50, on_claim_list, got), 2);
+    ASSERT_EQ(got[1], 12);
+    ASSERT_EQ(got[2], 10);
+    ASSERT_EQ(keng_outbox_claim(e.st, 1000, 50, on_claim_list, got), 0);
+    memset(got, 0, sizeof got);
+    ASSERT_EQ(keng_outbox_claim(e.st, 6000, 50, on_claim_list, got), 2);
+    ASSERT_EQ(got[1], 3);
+    ASSERT_EQ(got[2], 8);
+    ASSERT_EQ(q_int(db, "SELECT count(*) FROM delivery_state WHERE status = 'inflight'"), 11);
+    ASSERT_EQ(keng_outbox_recover(e.st), 11);
+    env_close(&e);
+    env_done(&e);
+}
+
 TEST(store_refuses_newer_schema)
 {
     st_env e;
