@@ -915,6 +915,9 @@ static int start_curl(keng_fanout *f, fo_job *j, char *err, size_t errlen)
         curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
         curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https,smtp,smtps");
         curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+        /* Only hosts the configuration names: no proxy from the environment (http_proxy,
+         * all_proxy), which curl would otherwise look up for every transfer. */
+        curl_easy_setopt(e, CURLOPT_PROXY, "");
     }
     j->easy_ready = 0; /* until prepare has set all it sets: a failure half-way resets it */
     j->errbuf[0] = '\0';

@@ -276,6 +276,34 @@ TEST(fanout_webhook_key_too_long_is_dead_not_cut)
     fo_env_done(&e);
 }
 
+/* kengd contacts only the hosts its configuration names: a proxy in the environment is not
+ * used (it would be refused here: nothing listens on its port). */
+TEST(fanout_ignores_proxy_environment)
+{
+    fo_env e;
+    fo_env_init(&e);
+    int port = fo_peer(&e, "webhook", "--secret", "s3cr3t");
+    int64_t m = fo_message(&e, "A1", "alert", "webhook", "r", "x", NULL, NULL, NULL);
+    int64_t d = webhook_row(&e, port, "/ok", "hh-1", m);
+    char proxy[64];
+    snprintf(proxy, sizeof proxy, "http://127.0.0.1:%d", fo_dead_port());
+    setenv("http_proxy", proxy, 1);
+    setenv("ALL_PROXY", proxy, 1);
+    keng_fanout_config c = base_cfg(&e);
+    fo_run run;
+    int ran = fo_run_engine(&e, &c, NULL, NULL, 5000, &run);
+    unsetenv("http_proxy");
+    unsetenv("ALL_PROXY");
+    ASSERT(ran);
+    fo_row r = fo_get(&e, d);
+    ASSERT_STR_EQ(r.status, "delivered");
+    ASSERT_EQ(r.attempts, 1);
+    char *log = fo_slurp(e.logs[0]);
+    ASSERT_EQ(fo_lines(log), 1);
+    free(log);
+    fo_env_done(&e);
+}
+
 TEST(fanout_webhook_400_dead_not_retried)
 {
     fo_env e;
