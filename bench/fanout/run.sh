@@ -51,12 +51,17 @@ runs = {"bare": [], "engine": []}
 for line in open(sys.argv[1]):
     kind = line.split()[0]
     kv = dict(re.findall(r"(\w+)=([0-9.]+)", line))
-    runs[kind].append((float(kv["per_s"]), float(kv["cpu_us"])))
-med = {k: (statistics.median(r for r, _ in v), statistics.median(c for _, c in v)) for k, v in runs.items()}
-pairs = [100 * e[0] / b[0] for b, e in zip(runs["bare"], runs["engine"])]
-print("bare median %.0f/s, engine median %.0f/s, ratio %.1f %% (goal >= 80 %%); per round: %s"
-      % (med["bare"][0], med["engine"][0], 100 * med["engine"][0] / med["bare"][0],
+    runs[kind].append({k: float(kv[k]) for k in ("per_s", "cpu_us", "usr_us", "sys_us")})
+med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in runs.items()}
+pairs = [100 * e["per_s"] / b["per_s"] for b, e in zip(runs["bare"], runs["engine"])]
+print("bare median %.0f/s, engine median %.0f/s, ratio %.1f %% (goal >= 80 %%); median of the"
+      " rounds' ratios %.1f %%; per round: %s"
+      % (med["bare"]["per_s"], med["engine"]["per_s"],
+         100 * med["engine"]["per_s"] / med["bare"]["per_s"], statistics.median(pairs),
          ", ".join("%.1f %%" % p for p in pairs)))
-print("loop CPU per delivery (median): bare %.2f us, engine %.2f us (bare/engine %.1f %%)"
-      % (med["bare"][1], med["engine"][1], 100 * med["bare"][1] / med["engine"][1]))
+print("loop CPU per delivery (median): bare %.2f us (user %.2f, system %.2f), engine %.2f us"
+      " (user %.2f, system %.2f); bare/engine %.1f %%"
+      % (med["bare"]["cpu_us"], med["bare"]["usr_us"], med["bare"]["sys_us"],
+         med["engine"]["cpu_us"], med["engine"]["usr_us"], med["engine"]["sys_us"],
+         100 * med["bare"]["cpu_us"] / med["engine"]["cpu_us"]))
 PY
