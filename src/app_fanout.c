@@ -11,12 +11,13 @@
 #include <errno.h>
 #include <string.h>
 
-static int link_url(void *ud, char kind, const char *alert_id, const char *recipient,
-                    keng_buf *out)
+/* On the loop or in the thread pool (keng_fanout_config.link_url): macs is the caller's. */
+static int link_url(void *ud, keng_hmac_cache *macs, char kind, const char *alert_id,
+                    const char *recipient, keng_buf *out)
 {
     keng_app *app = ud;
     char tok[KENG_TOKEN_LEN + 1];
-    keng_auth_link_token_cached(app->link_macs, app->secret, kind, alert_id, recipient, tok);
+    keng_auth_link_token_cached(macs, app->secret, kind, alert_id, recipient, tok);
     char mid[3] = {'/', kind, '/'};
     int rc = keng_buf_puts(out, app->cfg->public_url);
     if (rc == 0) rc = keng_buf_append(out, mid, sizeof mid);
@@ -88,7 +89,6 @@ int keng_app_start_fanout(keng_app *app)
     fc.max_attempts = c->fanout_max_attempts;
     fc.backoff_base_ms = c->fanout_backoff_base_ms;
     fc.max_response = c->fanout_max_response > 0 ? (size_t)c->fanout_max_response : 0;
-    app->link_macs = keng_hmac_cache_new(); /* NULL only without memory: then uncached */
     fc.link_url = link_url;
     fc.on_change = on_change;
     fc.on_rows = on_rows;
@@ -123,8 +123,6 @@ void keng_app_free_fanout(keng_app *app)
 {
     keng_fanout_free(app->fanout);
     app->fanout = NULL;
-    keng_hmac_cache_free(app->link_macs);
-    app->link_macs = NULL;
 }
 
 int keng_api_fanout_metrics(keng_app *app, keng_buf *out)

@@ -57,16 +57,26 @@ static int put_link(keng_buf *b, const char *link, size_t len, size_t *at, size_
     return rc;
 }
 
-static int webhook_prepare(keng_channel_req *req, char *err, size_t errlen)
+static const char *webhook_url(const keng_channel_req *req)
 {
     const char *url = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(req->address, "url"));
+    return url && (strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0) ? url
+                                                                                         : NULL;
+}
+
+/* The body (the message's head and text with the recipient's link), the header lines and the
+ * signature; any thread (keng_channel_ops.build). */
+static int webhook_build(keng_channel_req *req, struct keng_hmac_cache *macs, char *err,
+                         size_t errlen)
+{
     const char *secret =
         cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(req->address, "secret"));
-    if (!url || (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)) {
+    if (!webhook_url(req)) {
         snprintf(err, errlen, "webhook contact has no http(s) url");
         return -EINVAL;
     }
     keng_buf *b = &req->body;
+    keng_buf_reset(b);
     const keng_channel_msg *m = req->msg;
     const char *link = req->link_url;
     size_t link_len = strlen(link), link_at = 0, link_n = 0;
@@ -117,8 +127,8 @@ static int webhook_prepare(keng_channel_req *req, char *err, size_t errlen)
     if (secret) {
         char ts[24], mac[65];
         int tn = unix_dot(ts, req->now);
-        if (keng_hmac_cached_hex(req->macs, secret, strlen(secret), ts, (size_t)tn, b->data,
-                                 b->len, mac)) {
+        if (keng_hmac_cached_hex(macs, secret, strlen(secret), ts, (size_t)tn, b->data, b->len,
+                                 mac)) {
             snprintf(err, errlen, "cannot sign the body");
             return -EIO;
         }
@@ -131,11 +141,20 @@ static int webhook_prepare(keng_channel_req *req, char *err, size_t errlen)
     }
     req->hdr_fixed = 1;
     req->headers = h;
+    req->built = 1;
+    return 0;
+}
+
+/* Builds here unless the engine had it built in the thread pool; then attaches. */
+static int webhook_prepare(keng_channel_req *req, char *err, size_t errlen)
+{
+    int rc = req->built ? 0 : webhook_build(req, req->macs, err, errlen);
+    if (rc) return rc;
     CURL *e = req->easy;
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, b->data);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)b->len);
+    curl_easy_setopt(e, CURLOPT_URL, webhook_url(req));
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->headers);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body.data);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body.len);
     return 0;
 }
 
@@ -149,6 +168,7 @@ static void webhook_judge(const keng_channel_req *req, const keng_channel_respon
 const keng_channel_ops keng_channel_webhook = {
     .type = "webhook",
     .configured = webhook_configured,
+    .build = webhook_build,
     .prepare = webhook_prepare,
     .judge = webhook_judge,
     .reuse = 1,

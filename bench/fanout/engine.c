@@ -20,14 +20,14 @@ static uint64_t t0, t_end, cpu0, cpu_end, usr0, sys0, usr_end, sys_end;
 static int stopped;
 
 /* As kengd builds links (app_fanout.c): a derived token per recipient. */
-static keng_hmac_cache *link_macs;
 static const unsigned char link_secret[32] = "bench-secret-bench-secret-bench";
 
-static int link_url(void *ud, char kind, const char *alert, const char *rec, keng_buf *out)
+static int link_url(void *ud, keng_hmac_cache *macs, char kind, const char *alert, const char *rec,
+                    keng_buf *out)
 {
     (void)ud;
     char tok[KENG_TOKEN_LEN + 1];
-    keng_auth_link_token_cached(link_macs, link_secret, kind, alert, rec, tok);
+    keng_auth_link_token_cached(macs, link_secret, kind, alert, rec, tok);
     char mid[3] = {'/', kind, '/'};
     int rc = keng_buf_puts(out, "http://127.0.0.1:8080");
     if (rc == 0) rc = keng_buf_append(out, mid, sizeof mid);
@@ -111,7 +111,6 @@ int main(int argc, char **argv)
     keng_fanout_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.link_url = link_url;
-    link_macs = keng_hmac_cache_new();
     if ((rc = keng_fanout_new(&loop, st, &cfg, &fan))) die("fanout", rc);
     uv_timer_init(&loop, &check);
     uv_timer_start(&check, on_check, 5, 5);
@@ -124,7 +123,6 @@ int main(int argc, char **argv)
     keng_fanout_stats s;
     keng_fanout_get_stats(fan, &s);
     keng_fanout_free(fan);
-    keng_hmac_cache_free(link_macs);
     uv_close((uv_handle_t *)&stall.prep, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     int closed = uv_loop_close(&loop);

@@ -36,7 +36,6 @@ typedef struct keng_app {
     struct keng_pubq *pubq; /* publish jobs, a chunk of households per loop turn (pubq.h) */
     keng_tplset *templates;
     unsigned char secret[32];
-    struct keng_hmac_cache *link_macs; /* the secret's key schedule, for links (app_fanout.c) */
     keng_alert_limits alert_limits;
     char media_dir[4096];
     int64_t started_at;

@@ -74,6 +74,7 @@ typedef struct keng_channel_req {
     struct curl_slist hdr[KENG_REQ_HDRS];
     char hdr_line[2][KENG_REQ_HDR_LINE];
     int hdr_fixed;
+    int built; /* build ran (body and header lines made): prepare only attaches them */
     struct curl_slist *rcpt;
     curl_mime *mime;
 } keng_channel_req;
@@ -106,6 +107,12 @@ typedef struct keng_channel_ops {
     /* Sets URL, method, headers and body on req->easy. 0 or a negative errno (then: dead, with
      * err filled). NULL for the file channel. */
     int (*prepare)(keng_channel_req *req, char *err, size_t errlen);
+    /* NULL, or the part of prepare that needs no curl handle — body, header lines, signature
+     * — which the engine runs on a thread-pool thread, for a batch of deliveries at once, soon
+     * after their claim (it sets req->built; prepare then only attaches what it made). It
+     * reads req's inputs and writes only req's body and hdr*, and takes its HMACs from macs
+     * (the batch's own, not req->macs). 0 or a negative errno with err filled. */
+    int (*build)(keng_channel_req *req, struct keng_hmac_cache *macs, char *err, size_t errlen);
     /* Judges a finished transfer. NULL for the file channel. */
     void (*judge)(const keng_channel_req *req, const keng_channel_response *resp,
                   keng_channel_result *res);

@@ -1,10 +1,13 @@
 /* fanout: the engine that drains the outbox (deliveries table, see outbox.h). One CURLM driven by
  * the curl multi socket API on the kengd libuv loop: a uv_poll_t per socket, one uv_timer_t for
- * curl, no threads and no curl_multi_perform loop. Due rows are claimed in chunks into memory
- * (status 'inflight'), sent through their channel (channel.h), and their results written back in
- * batches (one transaction per ≤ 500 rows / ≤ 20 ms). A retry timer wakes the engine for the
- * earliest next_at. The engine owns its multi handle, easy handles, poll/timer handles and the
- * in-memory copies of claimed rows and messages. Loop thread only.
+ * curl, no thread per request and no curl_multi_perform loop. Due rows are claimed in chunks into
+ * memory (status 'inflight'), sent through their channel (channel.h), and their results written
+ * back in batches (one transaction per ≤ 500 rows / ≤ 20 ms). A retry timer wakes the engine for
+ * the earliest next_at. The engine owns its multi handle, easy handles, poll/timer handles and the
+ * in-memory copies of claimed rows and messages. Its functions are for the loop thread only;
+ * pure work runs in libuv's thread pool: a message's file (keng_channel_ops.load) and, for
+ * batches of up to 64 just-claimed deliveries, their links and requests (keng_channel_ops.build:
+ * the webhook's body and signature), so that the loop mostly moves bytes.
  *
  * Delivery semantics: 2xx delivered; 408/429/5xx/network errors/timeouts/over-size responses
  * retry with exponential backoff and full jitter (Retry-After and Telegram's retry_after
@@ -24,6 +27,7 @@
 
 typedef struct keng_fanout keng_fanout;
 struct cJSON;
+struct keng_hmac_cache;
 
 /* A delivery row's status as the outbox counts it (keng_outbox_counts): "failed" is a pending
  * row that was tried before. */
@@ -58,9 +62,11 @@ typedef struct keng_fanout_config {
     int backoff_max_ms;  /* cap of the backoff and of Retry-After; 0 → 3600000 */
     size_t max_response; /* a bigger response is cut off and fails that attempt; 0 → 64 KiB */
     /* Builds the absolute reply ('r') or relay ('l') URL for a recipient into out; 0 or a
-     * negative errno. NULL: messages carry no link. */
-    int (*link_url)(void *ud, char link_kind, const char *alert_id, const char *recipient,
-                    keng_buf *out);
+     * negative errno. NULL: messages carry no link. It runs on the loop or on a thread-pool
+     * thread, several at once: for HMACs it uses macs (its caller's own), and it reads nothing
+     * that changes. */
+    int (*link_url)(void *ud, struct keng_hmac_cache *macs, char link_kind, const char *alert_id,
+                    const char *recipient, keng_buf *out);
     /* Called on the loop after a batch of status changes of an alert was written (SSE, stats).
      * Reentrancy: it may read the store and call keng_fanout_kick, not stop/free. */
     void (*on_change)(void *ud, const char *alert_id);

@@ -48,6 +48,9 @@ class Handler(BaseHTTPRequestHandler):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
+    # The engine opens up to 64 connections to one host at once: the default backlog of 5
+    # dropped connections, which then timed out.
+    request_queue_size = 1024
 
     def handle_error(self, request, client_address):
         # A peer reset mid-request is what the kill -9 tests do; anything else is worth a trace.

@@ -3,6 +3,9 @@
  * Telegram, SMTP, the file channel, contact fallback, recovery and shutdown. */
 #include "test_fanout_util.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
+
 #include "keng/channel.h"
 #include "keng/log.h"
 #include "keng/media.h"
@@ -864,6 +867,64 @@ static int hanging(fo_env *e, void *arg)
     return fo_count(e, "status = 'inflight'") == 3; /* claimed and sent, no answer yet */
 }
 
+/* A link builder that takes its time (it runs in the thread pool with the rest of a request's
+ * build) and counts its calls and the threads it ran on. */
+static atomic_int slow_links;
+static pthread_t slow_link_loop;
+static atomic_int slow_link_off_loop;
+static int slow_link(void *ud, struct keng_hmac_cache *macs, char kind, const char *alert_id,
+                     const char *recipient, keng_buf *out)
+{
+    (void)ud;
+    atomic_fetch_add(&slow_links, 1);
+    if (!pthread_equal(pthread_self(), slow_link_loop) && macs) atomic_fetch_add(&slow_link_off_loop, 1);
+    usleep(3000);
+    return keng_buf_printf(out, "http://keng.test/%c/%s-%s", kind, alert_id, recipient);
+}
+
+static int at_once(fo_env *e, void *arg)
+{
+    (void)e, (void)arg;
+    return 1;
+}
+
+/* Requests are built in the thread pool soon after their claim; a stop while batches are
+ * building gives every claimed row back as it was and frees the jobs once their batch is done
+ * (nothing sent twice, nothing lost, no job freed under a builder). */
+TEST(fanout_stop_while_requests_are_built)
+{
+    fo_env e;
+    fo_env_init(&e);
+    int port = fo_peer(&e, "webhook", "--secret", "s3cr3t");
+    int64_t m = fo_message(&e, "A1", "alert", "webhook", "r", "x", NULL, NULL, NULL);
+    for (int i = 0; i < 200; i++) {
+        char rec[16];
+        snprintf(rec, sizeof rec, "hh-%d", i);
+        webhook_row(&e, port, "/ok", rec, m);
+    }
+    keng_fanout_config c = base_cfg(&e);
+    c.link_url = slow_link;
+    slow_link_loop = pthread_self();
+    atomic_store(&slow_links, 0);
+    atomic_store(&slow_link_off_loop, 0);
+    fo_run run;
+    ASSERT(fo_run_engine(&e, &c, at_once, NULL, 5000, &run));
+    ASSERT_GT(atomic_load(&slow_link_off_loop), 0);
+    int delivered = (int)fo_count(&e, "status = 'delivered'");
+    ASSERT_EQ(fo_count(&e, "status = 'pending' AND attempts = 0") + delivered, 200);
+    usleep(200 * 1000);
+    char *log = fo_slurp(e.logs[0]);
+    ASSERT_EQ(fo_lines(log), delivered); /* every request that went was recorded once */
+    free(log);
+    /* The rest go at the next run, each once; their links built off the loop. */
+    ASSERT(fo_run_engine(&e, &c, NULL, NULL, 20000, NULL));
+    ASSERT_EQ(fo_count(&e, "status = 'delivered' AND attempts = 1"), 200);
+    log = fo_slurp(e.logs[0]);
+    ASSERT_EQ(fo_lines(log), 200);
+    free(log);
+    fo_env_done(&e);
+}
+
 TEST(fanout_stop_puts_unfinished_back)
 {
     fo_env e;
@@ -1068,10 +1129,10 @@ static char *email_b64(const unsigned char *data, size_t len)
 }
 
 /* A link with '&' in it: the HTML must carry it escaped, the text as is. */
-static int email_amp_link(void *ud, char kind, const char *alert_id, const char *recipient,
-                          keng_buf *out)
+static int email_amp_link(void *ud, struct keng_hmac_cache *macs, char kind,
+                          const char *alert_id, const char *recipient, keng_buf *out)
 {
-    (void)ud;
+    (void)ud, (void)macs;
     return keng_buf_printf(out, "http://keng.test/%c/%s?m=%s&t=x", kind, alert_id, recipient);
 }
 

@@ -26,9 +26,10 @@ static void on_change(void *ud, const char *alert_id)
     (void)ud, (void)alert_id;
 }
 
-static int link_url(void *ud, char kind, const char *alert_id, const char *recipient, keng_buf *out)
+static int link_url(void *ud, struct keng_hmac_cache *macs, char kind, const char *alert_id,
+                    const char *recipient, keng_buf *out)
 {
-    (void)ud;
+    (void)ud, (void)macs;
     return keng_buf_printf(out, "http://keng.test/%c/%s-%s", kind, alert_id, recipient);
 }
 

@@ -276,9 +276,10 @@ static void fo_on_change(void *ud, const char *alert_id)
     r->changes++;
 }
 
-static int fo_link(void *ud, char kind, const char *alert_id, const char *recipient, keng_buf *out)
+static int fo_link(void *ud, struct keng_hmac_cache *macs, char kind, const char *alert_id,
+                   const char *recipient, keng_buf *out)
 {
-    (void)ud;
+    (void)ud, (void)macs;
     return keng_buf_printf(out, "http://keng.test/%c/%s-%s", kind, alert_id, recipient);
 }
 
