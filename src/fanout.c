@@ -23,7 +23,6 @@
 #define FO_HOST_BUCKETS 256    /* hosts by hash of scheme://host:port */
 #define FO_BODY_MAX (1u << 20) /* bytes of one request body */
 #define FO_BUILD_BATCH 64      /* requests built per thread-pool job */
-#define FO_BUILD_CACHES 8      /* HMAC caches kept for build batches */
 #define FO_BUILD_FRESH_S 60    /* a request built longer ago is signed again when it starts */
 
 typedef struct fo_sock {
@@ -131,11 +130,12 @@ struct keng_fanout {
     /* Jobs waiting for their message's file (keng_channel_ops.load) and the reads under way. */
     fo_job *wait_head, *wait_tail;
     int waiting, loads;
-    /* Request builds in the thread pool: batches under way, and their HMAC caches between
-     * batches (each batch has its own: a cache is not shared between threads). */
+    /* Request builds in the thread pool, one batch at a time (more at once took CPU from the
+     * loop and the receivers when there are two cores): the one under way (builds is 1), the
+     * ones waiting for it, and the HMAC cache they use (the pool's thread's alone meanwhile). */
     int builds;
-    keng_hmac_cache *bmacs[FO_BUILD_CACHES];
-    int nbmacs;
+    struct fo_build *build_next, *build_last;
+    keng_hmac_cache *bmacs;
     size_t file_bytes; /* held by cached messages' files, at most about FO_MSG_FILES */
     fo_result *res;
     int nres, res_cap;
@@ -1083,7 +1083,7 @@ static int job_link(keng_fanout *f, fo_job *j, keng_hmac_cache *macs)
 typedef struct fo_build {
     uv_work_t work;
     keng_fanout *f;
-    keng_hmac_cache *macs; /* this batch's own */
+    struct fo_build *next; /* waiting for the one under way */
     int n;
     fo_job *jobs[FO_BUILD_BATCH];
 } fo_build;
@@ -1096,9 +1096,41 @@ static void build_work(uv_work_t *w)
     fo_build *b = w->data;
     for (int i = 0; i < b->n; i++) {
         fo_job *j = b->jobs[i];
-        if (job_link(b->f, j, b->macs)) continue; /* built on the loop: it reports the error */
+        if (job_link(b->f, j, b->f->bmacs)) continue; /* built on the loop: it reports it */
         j->req.link_url = j->link.len ? j->link.data : "";
-        if (j->bops->build(&j->req, b->macs, j->errbuf, sizeof j->errbuf)) j->req.built = 0;
+        if (j->bops->build(&j->req, b->f->bmacs, j->errbuf, sizeof j->errbuf)) j->req.built = 0;
+    }
+}
+
+/* Ends batch b: its jobs are built (or left to the loop) and those a stop gave back go. */
+static void build_end(keng_fanout *f, fo_build *b, int ran)
+{
+    for (int i = 0; i < b->n; i++) {
+        fo_job *j = b->jobs[i];
+        j->building = 0;
+        if (!ran) j->req.built = 0;
+        if (j->orphan) {
+            j->orphan = 0;
+            job_release(f, j);
+        }
+    }
+    free(b);
+}
+
+static void build_done(uv_work_t *w, int status);
+
+/* Starts the next waiting batch, if none is under way (a stop ends them unbuilt). */
+static void build_next(keng_fanout *f)
+{
+    while (!f->builds && f->build_next) {
+        fo_build *b = f->build_next;
+        if (!(f->build_next = b->next)) f->build_last = NULL;
+        if (f->stopping)
+            build_end(f, b, 0);
+        else if (uv_queue_work(f->loop, &b->work, build_work, build_done) == 0)
+            f->builds = 1;
+        else
+            build_end(f, b, 0); /* built on the loop when they start */
     }
 }
 
@@ -1106,21 +1138,9 @@ static void build_done(uv_work_t *w, int status)
 {
     fo_build *b = w->data;
     keng_fanout *f = b->f;
-    for (int i = 0; i < b->n; i++) {
-        fo_job *j = b->jobs[i];
-        j->building = 0;
-        if (status != 0) j->req.built = 0; /* did not run */
-        if (j->orphan) {
-            j->orphan = 0;
-            job_release(f, j);
-        }
-    }
-    if (f->nbmacs < FO_BUILD_CACHES)
-        f->bmacs[f->nbmacs++] = b->macs;
-    else
-        keng_hmac_cache_free(b->macs);
-    free(b);
-    f->builds--;
+    f->builds = 0;
+    build_end(f, b, status == 0);
+    build_next(f);
     if (f->stopping)
         check_stop(f);
     else
@@ -1129,14 +1149,13 @@ static void build_done(uv_work_t *w, int status)
 
 static void build_queue(keng_fanout *f, fo_build *b)
 {
-    if (uv_queue_work(f->loop, &b->work, build_work, build_done) == 0) {
-        f->builds++;
-        return;
-    }
-    for (int i = 0; i < b->n; i++) /* built on the loop when they start */
-        b->jobs[i]->building = 0;
-    f->bmacs[f->nbmacs++] = b->macs; /* room: it came from there or was new with room */
-    free(b);
+    b->next = NULL;
+    if (f->build_last)
+        f->build_last->next = b;
+    else
+        f->build_next = b;
+    f->build_last = b;
+    build_next(f);
 }
 
 /* Has the requests of the jobs from j on (just claimed) built in the pool, a batch at a time,
@@ -1152,15 +1171,9 @@ static void build_submit(keng_fanout *f, fo_job *j)
             !ops->configured(&f->cfg) || !cJSON_IsObject(j->req.address))
             continue;
         if (!b) {
-            if (f->nbmacs == 0 && f->builds >= FO_BUILD_CACHES) return; /* enough under way */
-            if (!(b = calloc(1, sizeof *b))) return;
+            if (!f->bmacs || !(b = calloc(1, sizeof *b))) return;
             b->f = f;
             b->work.data = b;
-            b->macs = f->nbmacs ? f->bmacs[--f->nbmacs] : keng_hmac_cache_new();
-            if (!b->macs) {
-                free(b);
-                return;
-            }
         }
         keng_buf_reset(&j->link);
         req_fill(f, j);
@@ -1664,6 +1677,7 @@ int keng_fanout_new(uv_loop_t *loop, keng_store *st, const keng_fanout_config *c
     f->msgs = calloc(FO_MSG_CACHE, sizeof *f->msgs);
     f->easies = calloc((size_t)f->cfg.max_inflight, sizeof *f->easies);
     f->macs = keng_hmac_cache_new();
+    f->bmacs = keng_hmac_cache_new(); /* NULL: requests are built on the loop */
     if (!f->msgs || !f->easies || !f->macs) goto nomem;
     f->fd = -1;
     keng_buf_init(&f->fpend, 0);
@@ -1840,8 +1854,7 @@ void keng_fanout_free(keng_fanout *f)
         fo_easy *p = &f->easies[--f->neasies];
         curl_easy_cleanup(p->e);
     }
-    for (int i = 0; i < f->nbmacs; i++)
-        keng_hmac_cache_free(f->bmacs[i]);
+    keng_hmac_cache_free(f->bmacs);
     free(f->easies);
     keng_hmac_cache_free(f->macs);
     host_free_all(f);

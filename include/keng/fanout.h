@@ -5,9 +5,10 @@
  * back in batches (one transaction per ≤ 500 rows / ≤ 20 ms). A retry timer wakes the engine for
  * the earliest next_at. The engine owns its multi handle, easy handles, poll/timer handles and the
  * in-memory copies of claimed rows and messages. Its functions are for the loop thread only;
- * pure work runs in libuv's thread pool: a message's file (keng_channel_ops.load) and, for
- * batches of up to 64 just-claimed deliveries, their links and requests (keng_channel_ops.build:
- * the webhook's body and signature), so that the loop mostly moves bytes.
+ * pure work runs in libuv's thread pool: a message's file (keng_channel_ops.load) and, in
+ * batches of up to 64 just-claimed deliveries, one batch at a time, their links and requests
+ * (keng_channel_ops.build: the webhook's body and signature), so that the loop mostly moves
+ * bytes.
  *
  * Delivery semantics: 2xx delivered; 408/429/5xx/network errors/timeouts/over-size responses
  * retry with exponential backoff and full jitter (Retry-After and Telegram's retry_after
