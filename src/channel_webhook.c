@@ -61,7 +61,7 @@ static const char *webhook_url(const keng_channel_req *req)
 {
     const char *url = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(req->address, "url"));
     return url && (strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0) ? url
-                                                                                         : NULL;
+                                                                                        : NULL;
 }
 
 /* The body (the message's head and text with the recipient's link), the header lines and the

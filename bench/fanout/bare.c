@@ -181,8 +181,8 @@ int main(int argc, char **argv)
     uint64_t t1 = uv_hrtime(), cpu1 = bench_thread_cpu_ns();
     bench_thread_usr_sys_ns(&usr1, &sys1);
     double s = (double)(t1 - t0) / 1e9;
-    printf("bare n=%d ok=%d seconds=%.3f per_s=%.0f cpu_us=%.2f usr_us=%.2f sys_us=%.2f first_ms=%.2f "
-           "max_stall_ms=%.2f rss_kb=%ld\n",
+    printf("bare n=%d ok=%d seconds=%.3f per_s=%.0f cpu_us=%.2f usr_us=%.2f sys_us=%.2f "
+           "first_ms=%.2f max_stall_ms=%.2f rss_kb=%ld\n",
            total, ok, s, ok / s, (double)(cpu1 - cpu0) / 1e3 / total,
            (double)(usr1 - usr0) / 1e3 / total, (double)(sys1 - sys0) / 1e3 / total,
            t_first ? (double)(t_first - t0) / 1e6 : -1.0, (double)stall.max_ns / 1e6,

@@ -135,9 +135,9 @@ int main(int argc, char **argv)
     cJSON_Delete(counts);
     keng_store_close(st);
     double secs = (double)(t_end - t0) / 1e9;
-    printf("engine n=%d ok=%d seconds=%.3f per_s=%.0f cpu_us=%.2f usr_us=%.2f sys_us=%.2f first_ms=%.2f "
-           "max_stall_ms=%.2f rss_kb=%ld publish_insert_s=%.3f flushes=%llu claims=%llu db_s=%.3f db_max_ms=%.2f "
-           "checkpoints=%llu ckpt_max_ms=%.1f loop_closed=%d\n",
+    printf("engine n=%d ok=%d seconds=%.3f per_s=%.0f cpu_us=%.2f usr_us=%.2f sys_us=%.2f "
+           "first_ms=%.2f max_stall_ms=%.2f rss_kb=%ld publish_insert_s=%.3f flushes=%llu "
+           "claims=%llu db_s=%.3f db_max_ms=%.2f checkpoints=%llu ckpt_max_ms=%.1f loop_closed=%d\n",
            total, delivered, secs, delivered / secs, (double)(cpu_end - cpu0) / 1e3 / total,
            (double)(usr_end - usr0) / 1e3 / total, (double)(sys_end - sys0) / 1e3 / total,
            (double)(s.first_delivery_ms + loop_t0 - loop_t0), (double)stall.max_ns / 1e6,

@@ -877,7 +877,8 @@ static int slow_link(void *ud, struct keng_hmac_cache *macs, char kind, const ch
 {
     (void)ud;
     atomic_fetch_add(&slow_links, 1);
-    if (!pthread_equal(pthread_self(), slow_link_loop) && macs) atomic_fetch_add(&slow_link_off_loop, 1);
+    if (!pthread_equal(pthread_self(), slow_link_loop) && macs)
+        atomic_fetch_add(&slow_link_off_loop, 1);
     usleep(3000);
     return keng_buf_printf(out, "http://keng.test/%c/%s-%s", kind, alert_id, recipient);
 }
