@@ -23,7 +23,9 @@
 #define FO_HOST_BUCKETS 256    /* hosts by hash of scheme://host:port */
 #define FO_BODY_MAX (1u << 20) /* bytes of one request body */
 #define FO_BUILD_BATCH 64      /* requests built per thread-pool job */
-#define FO_BUILD_FRESH_S 60    /* a request built longer ago is signed again when it starts */
+#define FO_BUILD_FRESH_S 5     /* a request built longer ago is signed again when it starts */
+#define FO_BUILD_WAIT_MS 5     /* a batch the pool has not begun by then is built on the loop */
+#define FO_BODY_KEEP (64u << 10) /* a released job keeps a body buffer up to this size */
 
 typedef struct fo_sock {
     uv_poll_t poll;
@@ -114,7 +116,7 @@ struct keng_fanout {
     keng_fanout_config cfg;
     char *strs[9]; /* owned copies of cfg strings */
     CURLM *multi;
-    uv_timer_t curl_timer, pump_timer, retry_timer, grace_timer;
+    uv_timer_t curl_timer, pump_timer, retry_timer, grace_timer, build_timer;
     uint64_t pump_due; /* uv_now when pump_timer fires; 0 = not armed */
     fo_sock *socks;
     fo_job *q_head, *q_tail, *active, *free_jobs;
@@ -135,6 +137,7 @@ struct keng_fanout {
      * ones waiting for it, and the HMAC cache they use (the pool's thread's alone meanwhile). */
     int builds;
     struct fo_build *build_next, *build_last;
+    struct fo_build *build_now; /* the batch under way */
     keng_hmac_cache *bmacs;
     size_t file_bytes; /* held by cached messages' files, at most about FO_MSG_FILES */
     fo_result *res;
@@ -175,6 +178,16 @@ static void requeue_waiting(keng_fanout *f);
 static int64_t wall_now(void)
 {
     return (int64_t)time(NULL);
+}
+
+/* The first whole second (next_at is in seconds) at least ms from now: a retry is never due
+ * early (rounding "now + 1 s" down could make it due at once, a Retry-After too soon). */
+static int64_t due_after_ms(uint64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t now_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return (int64_t)((now_ms + ms + 999) / 1000);
 }
 
 static uint64_t rng_next(keng_fanout *f)
@@ -606,6 +619,8 @@ static void easy_put(keng_fanout *f, fo_job *j)
 static void job_release(keng_fanout *f, fo_job *j)
 {
     keng_channel_req_clear(&j->req);
+    if (j->req.body.cap > FO_BODY_KEEP) /* a job on the free list keeps a small one only */
+        keng_buf_free(&j->req.body);
     if (j->easy) easy_put(f, j); /* out of the multi handle already */
     j->easy = NULL;
     j->easy_ready = 0;
@@ -727,21 +742,21 @@ static void retry_or_dead(keng_fanout *f, fo_job *j, int code, long retry_after_
         return;
     }
     count_result(f, j, 1);
-    int64_t delay_s;
+    uint64_t delay_ms;
     int64_t max_s = f->cfg.backoff_max_ms / 1000;
     if (retry_after_s >= 0) {
-        delay_s = retry_after_s < max_s ? retry_after_s : max_s;
+        delay_ms = 1000u * (uint64_t)(retry_after_s < max_s ? retry_after_s : max_s);
     } else {
         /* Full jitter: uniform in [0, min(max, base * 2^(attempts-1))]. */
         uint64_t cap = (uint64_t)f->cfg.backoff_base_ms;
         for (int i = 1; i < attempts && cap < (uint64_t)f->cfg.backoff_max_ms; i++)
             cap *= 2;
         if (cap > (uint64_t)f->cfg.backoff_max_ms) cap = (uint64_t)f->cfg.backoff_max_ms;
-        uint64_t ms = rng_next(f) % (cap + 1);
-        delay_s = (int64_t)((ms + 999) / 1000);
+        delay_ms = rng_next(f) % (cap + 1);
     }
     f->stats.retried++;
-    push_result(f, j, KENG_OUTBOX_PENDING, attempts, wall_now() + delay_s, code, error, latency_ms);
+    push_result(f, j, KENG_OUTBOX_PENDING, attempts, due_after_ms(delay_ms), code, error,
+                latency_ms);
 }
 
 static void finish(keng_fanout *f, fo_job *j, const keng_channel_result *res)
@@ -1118,6 +1133,23 @@ static void build_end(keng_fanout *f, fo_build *b, int ran)
 }
 
 static void build_done(uv_work_t *w, int status);
+static void on_build_late(uv_timer_t *t);
+
+/* The pool is shared (uploads, checkpoints, file reads): a batch it has not begun after
+ * FO_BUILD_WAIT_MS is taken back, and it and the batches after it are built on the loop as
+ * their jobs start, so that a busy pool does not hold the deliveries up. */
+static void on_build_late(uv_timer_t *t)
+{
+    keng_fanout *f = t->data;
+    if (!f->builds || uv_cancel((uv_req_t *)&f->build_now->work) != 0) return; /* under way */
+    f->stats.build_late++;
+    while (f->build_next) { /* build_done (UV_ECANCELED) follows for the one taken back */
+        fo_build *b = f->build_next;
+        f->build_next = b->next;
+        build_end(f, b, 0);
+    }
+    f->build_last = NULL;
+}
 
 /* Starts the next waiting batch, if none is under way (a stop ends them unbuilt). */
 static void build_next(keng_fanout *f)
@@ -1127,10 +1159,13 @@ static void build_next(keng_fanout *f)
         if (!(f->build_next = b->next)) f->build_last = NULL;
         if (f->stopping)
             build_end(f, b, 0);
-        else if (uv_queue_work(f->loop, &b->work, build_work, build_done) == 0)
+        else if (uv_queue_work(f->loop, &b->work, build_work, build_done) == 0) {
             f->builds = 1;
-        else
+            f->build_now = b;
+            uv_timer_start(&f->build_timer, on_build_late, FO_BUILD_WAIT_MS, 0);
+        } else {
             build_end(f, b, 0); /* built on the loop when they start */
+        }
     }
 }
 
@@ -1139,6 +1174,8 @@ static void build_done(uv_work_t *w, int status)
     fo_build *b = w->data;
     keng_fanout *f = b->f;
     f->builds = 0;
+    f->build_now = NULL;
+    uv_timer_stop(&f->build_timer);
     build_end(f, b, status == 0);
     build_next(f);
     if (f->stopping)
@@ -1200,8 +1237,8 @@ static void start_job(keng_fanout *f, fo_job *j)
         return;
     }
     fo_host *h = j->dest;
-    /* Before the link and the request are built: most jobs of a big fan-out to one receiver
-     * wait here once, and building them twice cost a link token each. */
+    /* Parked before a request is built here (a webhook's was built in the pool after the claim,
+     * and is built again only when it sat parked over FO_BUILD_FRESH_S). */
     if (h && h->inflight >= f->cfg.max_per_host) { /* waits for one of that host's transfers */
         host_park(f, h, j);
         return;
@@ -1714,8 +1751,9 @@ int keng_fanout_new(uv_loop_t *loop, keng_store *st, const keng_fanout_config *c
         keng_fanout_free(f);
         return -EINVAL;
     }
-    uv_timer_t *timers[] = {&f->curl_timer, &f->pump_timer, &f->retry_timer, &f->grace_timer};
-    for (size_t i = 0; i < 4; i++) {
+    uv_timer_t *timers[] = {&f->curl_timer, &f->pump_timer, &f->retry_timer, &f->grace_timer,
+                            &f->build_timer};
+    for (size_t i = 0; i < 5; i++) {
         uv_timer_init(loop, timers[i]); /* cannot fail on unix */
         timers[i]->data = f;
     }
@@ -1759,8 +1797,9 @@ static void finish_stop(keng_fanout *f)
         uv_fs_req_cleanup(&req);
         f->fd = -1;
     }
-    uv_timer_t *timers[] = {&f->curl_timer, &f->pump_timer, &f->retry_timer, &f->grace_timer};
-    for (size_t i = 0; i < 4; i++) {
+    uv_timer_t *timers[] = {&f->curl_timer, &f->pump_timer, &f->retry_timer, &f->grace_timer,
+                            &f->build_timer};
+    for (size_t i = 0; i < 5; i++) {
         f->closing++;
         uv_close((uv_handle_t *)timers[i], on_timer_closed);
     }
@@ -1837,6 +1876,10 @@ void keng_fanout_stop(keng_fanout *f, int grace_ms, void (*done)(void *ud), void
 void keng_fanout_free(keng_fanout *f)
 {
     if (!f) return;
+    if (f->builds || f->build_next) { /* a pool thread would use f: stop's done comes after */
+        keng_error("fanout: freed with request builds under way; left allocated");
+        return;
+    }
     if (f->multi) curl_multi_cleanup(f->multi); /* only when new failed half-way */
     while (f->free_jobs) {
         fo_job *j = f->free_jobs;

@@ -52,6 +52,7 @@ static void start_one(void)
     snprintf(key, sizeof key, "Idempotency-Key: A1.1.hh-%06d.webhook", i);
     struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
     h = curl_slist_append(h, "Expect:");
+    h = curl_slist_append(h, "User-Agent: kengd/1"); /* as the engine's webhook requests */
     h = curl_slist_append(h, key);
     h = curl_slist_append(h, "Keng-Signature: t=1700000000,v1=0000000000000000000000000000000000"
                              "000000000000000000000000000000");

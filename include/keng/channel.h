@@ -50,7 +50,7 @@ typedef struct keng_channel_msg {
 } keng_channel_msg;
 
 /* One delivery being attempted. The engine fills the inputs; the channel the outputs. */
-#define KENG_REQ_HDRS 4
+#define KENG_REQ_HDRS 5
 #define KENG_REQ_HDR_LINE 320
 
 typedef struct keng_channel_req {

@@ -114,6 +114,7 @@ typedef struct keng_fanout_stats {
         db_max_ns; /* time in outbox transactions (claims + result writes): total, max */
     int inflight, queued;
     uint64_t first_delivery_ms; /* loop time of the first 2xx since keng_fanout_new, 0 = none */
+    uint64_t build_late; /* request batches the busy thread pool had not begun: built on the loop */
 } keng_fanout_stats;
 void keng_fanout_get_stats(keng_fanout *f, keng_fanout_stats *out);
 

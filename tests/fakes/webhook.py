@@ -33,7 +33,8 @@ class Webhook(Handler):
         except ValueError:
             doc = None
         LOG.write({"path": self.path, "key": key, "sig_ok": sig_ok, "t": parts.get("t"),
-                   "content_type": self.headers.get("Content-Type"), "body": doc})
+                   "content_type": self.headers.get("Content-Type"),
+                   "user_agent": self.headers.get("User-Agent"), "body": doc})
         p = self.path.strip("/").split("/")
         if p[0] == "ok":
             self.reply(204)
