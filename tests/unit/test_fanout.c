@@ -46,6 +46,17 @@ static int64_t webhook_row(fo_env *e, int port, const char *path, const char *re
     return fo_delivery(e, "A1", recipient, "webhook", addr, msg, "r");
 }
 
+/* Rows for households hh-0 … hh-(n-1) to port's path; their ids into ids (NULL: not kept). */
+static void webhook_rows(fo_env *e, int port, const char *path, int n, int64_t msg, int64_t *ids)
+{
+    for (int i = 0; i < n; i++) {
+        char rec[16];
+        snprintf(rec, sizeof rec, "hh-%d", i);
+        int64_t id = webhook_row(e, port, path, rec, msg);
+        if (ids) ids[i] = id;
+    }
+}
+
 /* Predicate: delivery *(int64_t *)arg has at least one attempt recorded. */
 static int tried(fo_env *e, void *arg)
 {
@@ -379,11 +390,7 @@ TEST(fanout_webhook_big_response_is_cut)
     int port = fo_peer(&e, "webhook", "--secret", "s3cr3t");
     int64_t m = fo_message(&e, "A1", "alert", "webhook", "r", "x", NULL, NULL, NULL);
     int64_t ids[4];
-    for (int i = 0; i < 4; i++) {
-        char rec[16];
-        snprintf(rec, sizeof rec, "hh-%d", i);
-        ids[i] = webhook_row(&e, port, "/big", rec, m);
-    }
+    webhook_rows(&e, port, "/big", 4, m, ids);
     long rss0 = fo_maxrss_kb();
     keng_fanout_config c = base_cfg(&e);
     fo_run run;
@@ -440,11 +447,7 @@ TEST_TIMEOUT(fanout_slow_host_does_not_hold_up_others_nor_burn_attempts, 30)
     int fast = fo_peer(&e, "webhook", "--secret", "s3cr3t");
     int64_t m = fo_message(&e, "A1", "alert", "webhook", "r", "x", NULL, NULL, NULL);
     int64_t hang[60], ok[6];
-    for (int i = 0; i < 60; i++) { /* claimed first: lower ids */
-        char rec[16];
-        snprintf(rec, sizeof rec, "hh-%d", i);
-        hang[i] = webhook_row(&e, slow, "/hang", rec, m);
-    }
+    webhook_rows(&e, slow, "/hang", 60, m, hang); /* claimed first: lower ids */
     for (int i = 0; i < 5; i++) {
         char rec[32];
         snprintf(rec, sizeof rec, "hh-ok-%d", i);
@@ -900,11 +903,7 @@ TEST(fanout_stop_while_requests_are_built)
     fo_env_init(&e);
     int port = fo_peer(&e, "webhook", "--secret", "s3cr3t");
     int64_t m = fo_message(&e, "A1", "alert", "webhook", "r", "x", NULL, NULL, NULL);
-    for (int i = 0; i < 200; i++) {
-        char rec[16];
-        snprintf(rec, sizeof rec, "hh-%d", i);
-        webhook_row(&e, port, "/ok", rec, m);
-    }
+    webhook_rows(&e, port, "/ok", 200, m, NULL);
     keng_fanout_config c = base_cfg(&e);
     c.link_url = slow_link;
     slow_link_loop = pthread_self();
@@ -981,11 +980,7 @@ TEST(fanout_stop_puts_unfinished_back)
     fo_env_init(&e);
     int port = fo_peer(&e, "webhook", "--secret", "s3cr3t");
     int64_t m = fo_message(&e, "A1", "alert", "webhook", "r", "x", NULL, NULL, NULL);
-    for (int i = 0; i < 3; i++) {
-        char rec[16];
-        snprintf(rec, sizeof rec, "hh-%d", i);
-        webhook_row(&e, port, "/hang", rec, m);
-    }
+    webhook_rows(&e, port, "/hang", 3, m, NULL);
     keng_fanout_config c = base_cfg(&e);
     fo_run run;
     ASSERT(fo_run_engine(&e, &c, hanging, NULL, 5000, &run));
