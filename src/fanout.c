@@ -135,11 +135,9 @@ struct keng_fanout {
     fo_job *wait_head, *wait_tail;
     int waiting, loads;
     /* Request builds in the thread pool, one batch at a time (more at once took CPU from the
-     * loop and the receivers when there are two cores): the one under way (builds is 1), the
-     * ones waiting for it, and the HMAC cache they use (the pool's thread's alone meanwhile). */
-    int builds;
-    struct fo_build *build_next, *build_last;
-    struct fo_build *build_now; /* the batch under way */
+     * loop and the receivers when there are two cores): the one under way, the ones waiting
+     * for it, and the HMAC cache they use (the pool's thread's alone meanwhile). */
+    struct fo_build *build_now, *build_next, *build_last;
     keng_hmac_cache *bmacs;
     size_t file_bytes; /* held by cached messages' files, at most about FO_MSG_FILES */
     fo_result *res;
@@ -173,9 +171,18 @@ static void pump(keng_fanout *f);
 static void fill(keng_fanout *f);
 static void check_stop(keng_fanout *f);
 static void file_kick(keng_fanout *f);
-static void requeue_waiting(keng_fanout *f);
 
 /* ---- small helpers ---------------------------------------------------------------------- */
+
+#define FO_TIMERS 5
+
+/* The engine's timers, for their init and their close. */
+static void engine_timers(keng_fanout *f, uv_timer_t *out[FO_TIMERS])
+{
+    uv_timer_t *all[FO_TIMERS] = {&f->curl_timer, &f->pump_timer, &f->retry_timer,
+                                  &f->grace_timer, &f->build_timer};
+    memcpy(out, all, sizeof all);
+}
 
 static int64_t wall_now(void)
 {
@@ -962,26 +969,32 @@ static int start_curl(keng_fanout *f, fo_job *j, char *err, size_t errlen)
 
 /* Checks a job the first time it comes up and finds its receiver; 0, or -1 when it was made dead
  * (and released). A job parked for a busy receiver comes back with ops set: not checked again. */
+/* What keeps j from being sent at all, into err (NULL: nothing; *ops: its channel). */
+static const char *job_fault(const keng_fanout *f, const fo_job *j, const keng_channel_ops **ops,
+                             char *err, size_t errlen)
+{
+    *ops = j->channel ? keng_channel_find(j->channel) : NULL;
+    if (!j->msg || !j->alert_id || !j->recipient || !j->idem_key || !j->channel)
+        return "delivery row or its message could not be loaded";
+    if (!*ops) {
+        snprintf(err, errlen, "unknown channel type %s", j->channel);
+        return err;
+    }
+    if (!(*ops)->configured(&f->cfg)) {
+        snprintf(err, errlen, "channel %s is not configured", (*ops)->type);
+        return err;
+    }
+    if (!cJSON_IsObject(j->req.address)) return "contact address is not a JSON object";
+    return NULL;
+}
+
 static int check_job(keng_fanout *f, fo_job *j)
 {
     char err[256];
-    const keng_channel_ops *ops = keng_channel_find(j->channel);
-    if (!j->msg || !j->alert_id || !j->recipient || !j->idem_key || !j->channel) {
-        fail_now(f, j, "delivery row or its message could not be loaded");
-        return -1;
-    }
-    if (!ops) {
-        snprintf(err, sizeof err, "unknown channel type %s", j->channel);
-        fail_now(f, j, err);
-        return -1;
-    }
-    if (!ops->configured(&f->cfg)) {
-        snprintf(err, sizeof err, "channel %s is not configured", ops->type);
-        fail_now(f, j, err);
-        return -1;
-    }
-    if (!cJSON_IsObject(j->req.address)) {
-        fail_now(f, j, "contact address is not a JSON object");
+    const keng_channel_ops *ops;
+    const char *fault = job_fault(f, j, &ops, err, sizeof err);
+    if (fault) {
+        fail_now(f, j, fault);
         return -1;
     }
     j->ops = ops;
@@ -1005,6 +1018,19 @@ static void load_work(uv_work_t *w)
 {
     fo_load *l = w->data;
     l->rc = l->ops->load(&l->f->cfg, l->m, &l->out);
+}
+
+/* The jobs that waited for a file go first, in the order they came; those still
+ * waiting come back to the list when start_job sees them. */
+static void requeue_waiting(keng_fanout *f)
+{
+    if (!f->wait_head) return;
+    f->wait_tail->next = f->q_head;
+    f->q_head = f->wait_head;
+    if (!f->q_tail) f->q_tail = f->wait_tail;
+    f->queued += f->waiting;
+    f->wait_head = f->wait_tail = NULL;
+    f->waiting = 0;
 }
 
 static void load_done(uv_work_t *w, int status)
@@ -1035,19 +1061,6 @@ static void load_done(uv_work_t *w, int status)
         check_stop(f);
     else
         fill(f);
-}
-
-/* The jobs that waited for a file go first, in the order they came; those still
- * waiting come back to the list when start_job sees them. */
-static void requeue_waiting(keng_fanout *f)
-{
-    if (!f->wait_head) return;
-    f->wait_tail->next = f->q_head;
-    f->q_head = f->wait_head;
-    if (!f->q_tail) f->q_tail = f->wait_tail;
-    f->queued += f->waiting;
-    f->wait_head = f->wait_tail = NULL;
-    f->waiting = 0;
 }
 
 /* Starts reading j's message's file; the message stays in the cache until it is read. */
@@ -1148,7 +1161,7 @@ static void on_build_late(uv_timer_t *t);
 static void on_build_late(uv_timer_t *t)
 {
     keng_fanout *f = t->data;
-    if (!f->builds || uv_cancel((uv_req_t *)&f->build_now->work) != 0) return; /* under way */
+    if (!f->build_now || uv_cancel((uv_req_t *)&f->build_now->work) != 0) return; /* running */
     f->stats.build_late++;
     while (f->build_next) { /* build_done (UV_ECANCELED) follows for the one taken back */
         fo_build *b = f->build_next;
@@ -1161,13 +1174,12 @@ static void on_build_late(uv_timer_t *t)
 /* Starts the next waiting batch, if none is under way (a stop ends them unbuilt). */
 static void build_next(keng_fanout *f)
 {
-    while (!f->builds && f->build_next) {
+    while (!f->build_now && f->build_next) {
         fo_build *b = f->build_next;
         if (!(f->build_next = b->next)) f->build_last = NULL;
         if (f->stopping)
             build_end(f, b, 0);
         else if (uv_queue_work(f->loop, &b->work, build_work, build_done) == 0) {
-            f->builds = 1;
             f->build_now = b;
             uv_timer_start(&f->build_timer, on_build_late, FO_BUILD_WAIT_MS, 0);
         } else {
@@ -1180,7 +1192,6 @@ static void build_done(uv_work_t *w, int status)
 {
     fo_build *b = w->data;
     keng_fanout *f = b->f;
-    f->builds = 0;
     f->build_now = NULL;
     uv_timer_stop(&f->build_timer);
     build_end(f, b, status == 0);
@@ -1209,11 +1220,10 @@ static void build_queue(keng_fanout *f, fo_build *b)
 static void build_submit(keng_fanout *f, fo_job *j)
 {
     fo_build *b = NULL;
+    char err[256];
     for (; j; j = j->next) {
-        const keng_channel_ops *ops = j->channel ? keng_channel_find(j->channel) : NULL;
-        if (!ops || !ops->build || !j->msg || !j->alert_id || !j->recipient || !j->idem_key ||
-            !ops->configured(&f->cfg) || !cJSON_IsObject(j->req.address))
-            continue;
+        const keng_channel_ops *ops;
+        if (job_fault(f, j, &ops, err, sizeof err) || !ops->build) continue; /* check_job says */
         if (!b) {
             if (!f->bmacs || !(b = calloc(1, sizeof *b))) return;
             b->f = f;
@@ -1758,9 +1768,9 @@ int keng_fanout_new(uv_loop_t *loop, keng_store *st, const keng_fanout_config *c
         keng_fanout_free(f);
         return -EINVAL;
     }
-    uv_timer_t *timers[] = {&f->curl_timer, &f->pump_timer, &f->retry_timer, &f->grace_timer,
-                            &f->build_timer};
-    for (size_t i = 0; i < 5; i++) {
+    uv_timer_t *timers[FO_TIMERS];
+    engine_timers(f, timers);
+    for (size_t i = 0; i < FO_TIMERS; i++) {
         uv_timer_init(loop, timers[i]); /* cannot fail on unix */
         timers[i]->data = f;
     }
@@ -1804,9 +1814,9 @@ static void finish_stop(keng_fanout *f)
         uv_fs_req_cleanup(&req);
         f->fd = -1;
     }
-    uv_timer_t *timers[] = {&f->curl_timer, &f->pump_timer, &f->retry_timer, &f->grace_timer,
-                            &f->build_timer};
-    for (size_t i = 0; i < 5; i++) {
+    uv_timer_t *timers[FO_TIMERS];
+    engine_timers(f, timers);
+    for (size_t i = 0; i < FO_TIMERS; i++) {
         f->closing++;
         uv_close((uv_handle_t *)timers[i], on_timer_closed);
     }
@@ -1815,7 +1825,7 @@ static void finish_stop(keng_fanout *f)
 static void check_stop(keng_fanout *f)
 {
     if (!f->stopping || f->stopped) return;
-    if (f->inflight || f->fs_busy || f->loads || f->builds) return;
+    if (f->inflight || f->fs_busy || f->loads || f->build_now) return;
     finish_stop(f);
 }
 
@@ -1883,7 +1893,7 @@ void keng_fanout_stop(keng_fanout *f, int grace_ms, void (*done)(void *ud), void
 void keng_fanout_free(keng_fanout *f)
 {
     if (!f) return;
-    if (f->builds || f->build_next) { /* a pool thread would use f: stop's done comes after */
+    if (f->build_now || f->build_next) { /* a pool thread would use f: stop's done comes after */
         keng_error("fanout: freed with request builds under way; left allocated");
         return;
     }

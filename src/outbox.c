@@ -330,16 +330,6 @@ int keng_outbox_add_state(keng_store *st, int64_t id, int64_t next_at)
     return n < 0 ? n : n == 1 ? 0 : -ENOENT;
 }
 
-int64_t keng_outbox_last_id(keng_store *st)
-{
-    sqlite3_stmt *s = keng_store_stmt(st, "SELECT coalesce(max(id), 0) FROM deliveries");
-    if (!s) return -EIO;
-    int rc = sqlite3_step(s);
-    int64_t v = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
-    sqlite3_reset(s);
-    return rc == SQLITE_ROW ? v : (keng_store_errno(rc) ? keng_store_errno(rc) : -EIO);
-}
-
 static int add_count(cJSON *obj, const char *key, int64_t n)
 {
     cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);

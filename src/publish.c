@@ -330,8 +330,6 @@ static int deliveries_for(const keng_publish_ctx *c, const char *alert_id, int r
     "  AND msg.link_kind = CASE r.role WHEN 'leader' THEN 'l' ELSE 'r' END"                        \
     "  AND msg.note IS ?6"                                                                         \
     " WHERE " where " AND (?8 = 0 OR r.role = 'member') AND json_array_length(m.contacts) > 0"
-    int64_t last = keng_outbox_last_id(c->st); /* the new rows' states: ids above it */
-    if (last < 0) return (int)last;
     sqlite3_stmt *s = keng_store_stmt(c->st, r->via_group ? DELIVERIES_SQL(FROM_GROUP, RANGE_GROUP)
                                                           : DELIVERIES_SQL(FROM_ALL, RANGE_ALL));
     if (!s) return -EIO;
@@ -342,8 +340,10 @@ static int deliveries_for(const keng_publish_ctx *c, const char *alert_id, int r
     if (note) sqlite3_bind_text(s, 6, note, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int(s, 8, members_only);
     int rc = step_done(s);
-    if (rc == 0 && sqlite3_changes(keng_store_db(c->st)) > 0) {
-        int n = keng_outbox_add_states(c->st, last, next_at);
+    sqlite3 *db = keng_store_db(c->st);
+    int64_t added = rc == 0 ? sqlite3_changes(db) : 0;
+    if (added > 0) { /* new rowids are consecutive, the last one's and those before (one writer) */
+        int n = keng_outbox_add_states(c->st, sqlite3_last_insert_rowid(db) - added, next_at);
         if (n >= 0) *count += n;
         rc = n < 0 ? n : 0;
     }

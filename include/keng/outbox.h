@@ -73,11 +73,10 @@ int keng_outbox_fallback(keng_store *st, int64_t delivery_id, int64_t now);
 
 /* The state of the delivery just inserted with this id: pending, due at next_at. 0 or errno. */
 int keng_outbox_add_state(keng_store *st, int64_t id, int64_t next_at);
-/* The same for every delivery with an id above after_id, i.e. inserted since keng_outbox_last_id
- * returned after_id (a statement that inserts many rows). Returns how many, or a negative errno. */
+/* The same for every delivery with an id above after_id: a statement that inserted n rows
+ * passes sqlite3_last_insert_rowid - n (new rowids are consecutive: one writer, no
+ * AUTOINCREMENT). Returns how many, or a negative errno. */
 int keng_outbox_add_states(keng_store *st, int64_t after_id, int64_t next_at);
-/* The largest delivery id (0 when there is none), or a negative errno. */
-int64_t keng_outbox_last_id(keng_store *st);
 
 /* Start of kengd: rows left 'inflight' by a crash go back to 'pending' (attempts unchanged).
  * Returns how many rows were recovered, or a negative errno. */
