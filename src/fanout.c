@@ -1020,6 +1020,15 @@ static void load_work(uv_work_t *w)
     l->rc = l->ops->load(&l->f->cfg, l->m, &l->out);
 }
 
+/* After thread-pool work (a file read, a request batch): a stop may now finish, or jobs start. */
+static void pool_done(keng_fanout *f)
+{
+    if (f->stopping)
+        check_stop(f);
+    else
+        fill(f);
+}
+
 /* The jobs that waited for a file go first, in the order they came; those still
  * waiting come back to the list when start_job sees them. */
 static void requeue_waiting(keng_fanout *f)
@@ -1057,10 +1066,7 @@ static void load_done(uv_work_t *w, int status)
     f->loads--;
     free(l);
     requeue_waiting(f);
-    if (f->stopping)
-        check_stop(f);
-    else
-        fill(f);
+    pool_done(f);
 }
 
 /* Starts reading j's message's file; the message stays in the cache until it is read. */
@@ -1196,10 +1202,7 @@ static void build_done(uv_work_t *w, int status)
     uv_timer_stop(&f->build_timer);
     build_end(f, b, status == 0);
     build_next(f);
-    if (f->stopping)
-        check_stop(f);
-    else
-        fill(f);
+    pool_done(f);
 }
 
 static void build_queue(keng_fanout *f, fo_build *b)
