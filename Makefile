@@ -4,7 +4,7 @@
 PKGS      := libuv libcurl sqlite3 libturbojpeg libcjson openssl libpng
 DEB_PKGS  := build-essential pkg-config libuv1-dev libcurl4-openssl-dev libcjson-dev \
              libsqlite3-dev libturbojpeg0-dev libhttp-parser-dev libssl-dev libpng-dev \
-             curl python3 python3-aiosmtpd libjpeg-turbo-progs libxml2-utils
+             curl python3 python3-aiosmtpd libjpeg-turbo-progs libxml2-utils nginx-light
 BENCH_PKGS := wrk nginx-light libvips-tools imagemagick
 FUZZ_PKGS  := clang libclang-rt-14-dev
 

@@ -83,6 +83,7 @@ int keng_app_start_fanout(keng_app *app)
     fc.smtp_from = c->smtp_from;
     fc.smtp_user = c->smtp_user;
     fc.smtp_password = c->smtp_password;
+    fc.webhook_ca_file = c->webhook_ca_file;
     fc.max_inflight = c->fanout_max_inflight;
     fc.max_per_host = c->fanout_max_per_host;
     fc.timeout_ms = c->fanout_timeout_ms;

@@ -58,7 +58,7 @@ void keng_config_free(keng_config *c)
                      &c->ward_name,     &c->ward_phone,        &c->zalo_base_url,
                      &c->zalo_access_token, &c->telegram_base_url, &c->telegram_bot_token,
                      &c->smtp_url,      &c->smtp_from,         &c->smtp_user,
-                     &c->smtp_password};
+                     &c->smtp_password, &c->webhook_ca_file};
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) set_str(strs[i], NULL);
 }
 
@@ -120,6 +120,7 @@ static const struct opt opts[] = {
     {"smtp-from", "channels.email.from", OPT_STR, O(smtp_from)},
     {"smtp-user", "channels.email.user", OPT_STR, O(smtp_user)},
     {"smtp-password", "channels.email.password", OPT_STR, O(smtp_password)},
+    {"webhook-ca-file", "channels.webhook.ca_file", OPT_STR, O(webhook_ca_file)},
     {"fanout-max-inflight", "fanout.max_inflight", OPT_INT, O(fanout_max_inflight)},
     {"fanout-max-per-host", "fanout.max_per_host", OPT_INT, O(fanout_max_per_host)},
     {"fanout-timeout-ms", "fanout.timeout_ms", OPT_INT, O(fanout_timeout_ms)},

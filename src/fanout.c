@@ -28,6 +28,7 @@
 #define FO_BUILD_FRESH_S 5     /* a request built longer ago is signed again when it starts */
 #define FO_BUILD_WAIT_MS 5     /* a batch the pool has not begun by then is built on the loop */
 #define FO_BODY_KEEP (64u << 10) /* a released job keeps a body buffer up to this size */
+#define FO_CFG_STRS 10         /* the config's strings the engine keeps its own copies of */
 
 typedef struct fo_sock {
     uv_poll_t poll;
@@ -116,7 +117,7 @@ struct keng_fanout {
     uv_loop_t *loop;
     keng_store *st;
     keng_fanout_config cfg;
-    char *strs[9]; /* owned copies of cfg strings */
+    char *strs[FO_CFG_STRS]; /* owned copies of cfg strings */
     CURLM *multi;
     uv_timer_t curl_timer, pump_timer, retry_timer, grace_timer, build_timer;
     uint64_t pump_due; /* uv_now when pump_timer fires; 0 = not armed */
@@ -302,15 +303,18 @@ void keng_channel_judge_http(const keng_channel_response *resp, keng_channel_res
     res->code = (int)resp->status;
     res->retry_after_s = -1;
     res->error[0] = '\0';
-    /* A response over the cap was cut (the transfer ends with a write error): the status line
-     * had arrived, and it is the receiver's verdict; a 2xx with a huge body was delivered.
+    /* Once a final status has arrived it is the receiver's verdict, whatever ended the transfer
+     * after it: a response over the cap, cut (a write error: a 2xx with a huge body was
+     * delivered), or an HTTP/2 receiver that answered before reading the whole body and reset
+     * the stream, as RFC 9113 §8.1 lets it (NO_ERROR; the client must not discard the
+     * response), which this libcurl reports as a stream error or waits on until the timeout.
      * Without a status there is nothing to go on: a failed attempt. */
-    if (resp->truncated && resp->status < 200) {
+    if (resp->status < 200 && resp->truncated) {
         res->verdict = KENG_CH_RETRY;
         snprintf(res->error, sizeof res->error, "response too large, no status");
         return;
     }
-    if (resp->cc != CURLE_OK && !resp->truncated) {
+    if (resp->status < 200 && resp->cc != CURLE_OK) {
         res->verdict = KENG_CH_RETRY;
         snprintf(res->error, sizeof res->error, "%s",
                  resp->curl_error && *resp->curl_error ? resp->curl_error
@@ -949,6 +953,10 @@ static int start_curl(keng_fanout *f, fo_job *j, char *err, size_t errlen)
         /* Only hosts the configuration names: no proxy from the environment (http_proxy,
          * all_proxy), which curl would otherwise look up for every transfer. */
         curl_easy_setopt(e, CURLOPT_PROXY, "");
+        /* A handle keeps this only while it goes from webhook to webhook (reuse): any other
+         * channel's transfer starts from curl_easy_reset, with the system's CAs. */
+        if (f->cfg.webhook_ca_file && j->ops == &keng_channel_webhook)
+            curl_easy_setopt(e, CURLOPT_CAINFO, f->cfg.webhook_ca_file);
     }
     j->easy_ready = 0; /* until prepare has set all it sets: a failure half-way resets it */
     j->errbuf[0] = '\0';
@@ -958,6 +966,11 @@ static int start_curl(keng_fanout *f, fo_job *j, char *err, size_t errlen)
     j->req.easy = e;
     int rc = j->ops->prepare(&j->req, err, errlen);
     if (rc) return rc;
+    /* HTTP/2 where a TLS receiver offers it (ALPN): the transfers to it then wait for its first
+     * connection and share it, rather than each opening one before the answer says h2.
+     * Not for http://: HTTP/1.1 there, and nothing to wait for. */
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT,
+                     j->dest && strncmp(j->dest->key, "https://", 8) == 0 ? 1L : 0L);
     CURLMcode mc = curl_multi_add_handle(f->multi, e);
     if (mc != CURLM_OK) {
         snprintf(err, errlen, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
@@ -1714,16 +1727,18 @@ int keng_fanout_new(uv_loop_t *loop, keng_store *st, const keng_fanout_config *c
     f->loop = loop;
     f->st = st;
     f->cfg = *cfg;
-    const char *src[9] = {cfg->data_dir,          cfg->zalo_base_url,      cfg->zalo_access_token,
-                          cfg->telegram_base_url, cfg->telegram_bot_token, cfg->smtp_url,
-                          cfg->smtp_from,         cfg->smtp_user,          cfg->smtp_password};
-    for (int i = 0; i < 9; i++)
+    const char *src[FO_CFG_STRS] = {
+        cfg->data_dir,   cfg->zalo_base_url, cfg->zalo_access_token, cfg->telegram_base_url,
+        cfg->telegram_bot_token, cfg->smtp_url, cfg->smtp_from, cfg->smtp_user,
+        cfg->smtp_password, cfg->webhook_ca_file};
+    for (int i = 0; i < FO_CFG_STRS; i++)
         if (src[i] && !cfg_dup(f, i, src[i])) goto nomem;
     f->cfg.data_dir = f->strs[0];
     f->cfg.zalo_base_url = f->strs[1], f->cfg.zalo_access_token = f->strs[2];
     f->cfg.telegram_base_url = f->strs[3], f->cfg.telegram_bot_token = f->strs[4];
     f->cfg.smtp_url = f->strs[5], f->cfg.smtp_from = f->strs[6];
     f->cfg.smtp_user = f->strs[7], f->cfg.smtp_password = f->strs[8];
+    f->cfg.webhook_ca_file = f->strs[9];
     if (f->cfg.max_inflight <= 0) f->cfg.max_inflight = 256;
     if (f->cfg.max_per_host <= 0) f->cfg.max_per_host = 64;
     if (f->cfg.timeout_ms <= 0) f->cfg.timeout_ms = 15000;
@@ -1927,7 +1942,7 @@ void keng_fanout_free(keng_fanout *f)
     keng_buf_free(&f->fpend);
     keng_buf_free(&f->fwrite);
     free(f->fpath);
-    for (int i = 0; i < 9; i++)
+    for (int i = 0; i < FO_CFG_STRS; i++)
         free(f->strs[i]);
     free(f);
 }

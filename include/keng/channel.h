@@ -146,8 +146,10 @@ void keng_channel_req_clear(keng_channel_req *req);
 int keng_channel_json_str(keng_buf *b, const char *s);
 /* Appends the n bytes of s escaped as inside a JSON string, without the quotes. */
 int keng_channel_json_esc(keng_buf *b, const char *s, size_t n);
-/* The generic HTTP judgement: 2xx delivered; 408, 429, 5xx, network errors and timeouts retry
- * (Retry-After honoured); an over-size response is a failed attempt (retry); other 4xx dead. */
+/* The generic HTTP judgement by the final status: 2xx delivered; 408, 429 and 5xx retry
+ * (Retry-After honoured); other 4xx dead. A status decides even when the transfer failed after
+ * it (an over-size response cut, an HTTP/2 stream reset after an early answer); a network error
+ * or timeout before any status is a failed attempt (retry). */
 void keng_channel_judge_http(const keng_channel_response *resp, keng_channel_result *res);
 /* The text plus the link on its own line (reply or relay URL), into out. */
 int keng_channel_text_with_link(const keng_channel_req *req, keng_buf *out);

@@ -34,6 +34,7 @@ typedef struct keng_config {
     char *zalo_base_url, *zalo_access_token;
     char *telegram_base_url, *telegram_bot_token;
     char *smtp_url, *smtp_from, *smtp_user, *smtp_password;
+    char *webhook_ca_file; /* NULL: webhook receivers checked against the system's CAs */
     int fanout_max_inflight, fanout_max_per_host, fanout_timeout_ms, fanout_max_attempts;
     int fanout_max_response; /* bytes of a receiver's answer kept (the rest is cut) */
     int fanout_backoff_base_ms;

@@ -55,6 +55,10 @@ typedef struct keng_fanout_config {
     const char *smtp_url, *smtp_from;                   /* email off when either is NULL;
                                                            smtp://host:port or smtps:// */
     const char *smtp_user, *smtp_password;              /* optional */
+    /* PEM file of the CAs that webhook receivers' certificates are checked against, in place
+     * of the system's (receivers of the ward's own with a private CA); NULL: the system's.
+     * Zalo, Telegram and SMTP servers are always checked against the system's. */
+    const char *webhook_ca_file;
     int max_inflight;    /* transfers at once, all hosts; 0 → 256 */
     int max_per_host;    /* connections per host; 0 → 64 */
     int timeout_ms;      /* per transfer; 0 → 15000 */
