@@ -457,6 +457,11 @@ static int msg_build_head(keng_channel_msg *m)
     if (rc == 0) rc = keng_buf_puts(b, cJSON_IsObject(alert) ? m->alert_json : "null");
     /* "text" differs per recipient (it carries their link): each delivery adds it. */
     if (rc == 0) rc = keng_buf_puts(b, ",\"photos\":[");
+    /* A photo goes with the alert and its updates (Telegram's sendPhoto, Zalo's attachment, the
+     * e-mail's inline thumbnail); a resolution or a cancellation carries none: a found elder's
+     * or a cancelled alert's photo is no longer public (/t/ID.jpg answers 410), and a message
+     * pointing at it would be refused or show a broken image. The webhook's list stays whole. */
+    int with_photo = !strcmp(m->event, "alert") || !strcmp(m->event, "update");
     int i = 0;
     cJSON *p, *list = cJSON_IsArray(photos) ? photos : NULL;
     cJSON_ArrayForEach(p, list)
@@ -464,7 +469,8 @@ static int msg_build_head(keng_channel_msg *m)
         if (!cJSON_IsString(p) || rc) continue;
         if (i++ && (rc = keng_buf_puts(b, ","))) break;
         if ((rc = keng_channel_json_str(b, p->valuestring))) break;
-        if (!m->first_photo && !(m->first_photo = strdup(p->valuestring))) rc = -ENOMEM;
+        if (!m->first_photo && with_photo && !(m->first_photo = strdup(p->valuestring)))
+            rc = -ENOMEM;
     }
     if (rc == 0) rc = keng_buf_puts(b, "]");
     if (rc == 0 && m->note) {

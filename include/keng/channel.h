@@ -30,7 +30,7 @@ typedef struct keng_channel_msg {
     int64_t id;
     char *alert_id, *event, *lang, *channel, *text, *subject, *html, *alert_json, *photos;
     char *note;            /* NULL when none */
-    char *first_photo;     /* first URL of photos, NULL when none */
+    char *first_photo;     /* first URL of photos; NULL when none or the event is not alert/update */
     keng_buf webhook_head; /* {"event":…,"alert":…,"text":…,"photos":[…] (no closing brace) */
     /* The text of keng_channel_text_with_link escaped for a JSON string (no quotes), with
      * KENG_LINK_PLACEHOLDER where the link goes; webhook_text_tail: none in the text, the link
