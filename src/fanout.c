@@ -41,7 +41,11 @@ struct fo_host;
 
 /* A pooled easy handle. ready: it holds the options every transfer sets (start_curl) and, of
  * its last transfer, only options a channel with `reuse` sets again each time: the next
- * delivery of such a channel skips curl_easy_reset and the common options. */
+ * delivery of such a channel skips curl_easy_reset and the common options — when it also
+ * trusts the same CAs (FO_TRUST_*: a webhook with channels.webhook.ca_file trusts that file,
+ * every other transfer the system's). 0: not ready. */
+#define FO_TRUST_SYSTEM 1
+#define FO_TRUST_WEBHOOK_CA 2
 typedef struct fo_easy {
     CURL *e;
     int ready;
@@ -948,7 +952,9 @@ static int start_curl(keng_fanout *f, fo_job *j, char *err, size_t errlen)
     CURL *e = j->easy;
     /* The reset and the options below measured a tenth of the engine's own work per delivery
      * (the protocol list is parsed each time): a handle that holds them keeps them. */
-    if (!j->easy_ready || !j->ops->reuse) {
+    int trust = f->cfg.webhook_ca_file && j->ops == &keng_channel_webhook ? FO_TRUST_WEBHOOK_CA
+                                                                          : FO_TRUST_SYSTEM;
+    if (j->easy_ready != trust || !j->ops->reuse) {
         curl_easy_reset(e);
         curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)f->cfg.timeout_ms);
@@ -959,9 +965,8 @@ static int start_curl(keng_fanout *f, fo_job *j, char *err, size_t errlen)
         /* Only hosts the configuration names: no proxy from the environment (http_proxy,
          * all_proxy), which curl would otherwise look up for every transfer. */
         curl_easy_setopt(e, CURLOPT_PROXY, "");
-        /* A handle keeps this only while it goes from webhook to webhook (reuse): any other
-         * channel's transfer starts from curl_easy_reset, with the system's CAs. */
-        if (f->cfg.webhook_ca_file && j->ops == &keng_channel_webhook)
+        /* Kept only from webhook to webhook: a handle that trusted other CAs is reset. */
+        if (trust == FO_TRUST_WEBHOOK_CA)
             curl_easy_setopt(e, CURLOPT_CAINFO, f->cfg.webhook_ca_file);
     }
     j->easy_ready = 0; /* until prepare has set all it sets: a failure half-way resets it */
@@ -982,7 +987,7 @@ static int start_curl(keng_fanout *f, fo_job *j, char *err, size_t errlen)
         snprintf(err, errlen, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
         return -EIO;
     }
-    j->easy_ready = j->ops->reuse;
+    j->easy_ready = j->ops->reuse ? trust : 0;
     return 0;
 }
 

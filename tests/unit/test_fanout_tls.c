@@ -284,3 +284,43 @@ TEST(fanout_judge_a_status_decides_even_when_the_transfer_failed_after_it)
         if (cases[i].status == 0) ASSERT(strstr(res.error, "Stream error") != NULL);
     }
 }
+
+TEST(fanout_webhook_ca_file_is_only_the_webhooks_and_always_theirs)
+{
+    /* Zalo and the TLS webhook share two easy handles: a handle that last went to Zalo (the
+     * system's CAs) must trust the CA file again for the webhook, and the other way round. */
+    fo_env e;
+    fo_env_init(&e);
+    int port = nginx_h2(&e, 1);
+    int zport = fo_peer(&e, "zalo", "--token", "oa-token");
+    int64_t wm = fo_message(&e, "A1", "alert", "webhook", "r", "Tìm xe", NULL, NULL, NULL);
+    int64_t zm = fo_message(&e, "A2", "alert", "zalo_oa", "r", "Tìm xe", NULL, NULL, NULL);
+    char waddr[160];
+    snprintf(waddr, sizeof waddr, "{\"type\":\"webhook\",\"url\":\"https://127.0.0.1:%d/hook\"}",
+             port);
+    for (int i = 0; i < 20; i++) { /* one after the other: the handles go back and forth */
+        char rec[16];
+        snprintf(rec, sizeof rec, "hh-%d", i);
+        fo_delivery(&e, "A1", rec, "webhook", waddr, wm, "r");
+        fo_delivery(&e, "A2", rec, "zalo_oa", "{\"type\":\"zalo_oa\",\"user_id\":\"84123\"}", zm,
+                    "r");
+    }
+    char ca[160], zbase[64];
+    snprintf(ca, sizeof ca, "%s/cert.pem", e.dir);
+    snprintf(zbase, sizeof zbase, "http://127.0.0.1:%d", zport);
+    keng_fanout_config c;
+    memset(&c, 0, sizeof c);
+    c.data_dir = e.dir;
+    c.timeout_ms = 3000;
+    c.backoff_base_ms = 100;
+    c.max_inflight = 2;
+    c.webhook_ca_file = ca;
+    c.zalo_base_url = zbase;
+    c.zalo_access_token = "oa-token";
+    int n = 40;
+    fo_run run;
+    ASSERT(fo_run_engine(&e, &c, all_delivered, &n, 20000, &run));
+    ASSERT_EQ(fo_count(&e, "status = 'delivered' AND channel = 'zalo_oa'"), 20);
+    ASSERT_EQ(fo_count(&e, "last_error LIKE '%certificate%'"), 0);
+    fo_env_done(&e);
+}
