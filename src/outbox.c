@@ -539,9 +539,17 @@ int keng_outbox_list(keng_store *st, const char *alert_id, const char *status, i
 int keng_outbox_redeliver(keng_store *st, const char *alert_id)
 {
     if (!alert_id) return -EINVAL;
-    sqlite3_stmt *s =
-        keng_store_stmt(st, "UPDATE delivery_state SET status = 'pending', attempts = 0,"
-                            " next_at = 0 WHERE alert_id = ?1 AND status = 'dead'");
+    /* Not a dead row whose household a later contact of the same message reached (its
+     * fallback was delivered): the household has the message, and would get it twice. */
+    sqlite3_stmt *s = keng_store_stmt(
+        st, "UPDATE delivery_state SET status = 'pending', attempts = 0, next_at = 0"
+            " WHERE alert_id = ?1 AND status = 'dead' AND id NOT IN (SELECT d.id FROM"
+            " delivery_state s INDEXED BY delivery_state_dead CROSS JOIN deliveries d"
+            " USING (id, alert_id) WHERE s.alert_id = ?1 AND s.status = 'dead' AND EXISTS"
+            " (SELECT 1 FROM deliveries o JOIN delivery_state os USING (id, alert_id)"
+            " WHERE o.alert_id = d.alert_id AND o.recipient = d.recipient"
+            " AND o.revision = d.revision AND o.event = d.event"
+            " AND o.contact_index > d.contact_index AND os.status = 'delivered'))");
     if (!s) return -EIO;
     sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_STATIC);
     int rc = step_done(st, s);

@@ -110,7 +110,8 @@ typedef struct keng_outbox_walk {
 } keng_outbox_walk;
 int keng_outbox_list_step(keng_store *st, keng_outbox_walk *w, int budget);
 
-/* An officer's re-queue: the alert's dead rows go back to pending, attempts 0, next_at 0.
+/* An officer's re-queue: the alert's dead rows go back to pending, attempts 0, next_at 0 —
+ * but not a row whose household a later contact of the same message reached (delivered).
  * Returns how many, or a negative errno. The caller kicks the engine afterwards. */
 int keng_outbox_redeliver(keng_store *st, const char *alert_id);
 

@@ -213,7 +213,7 @@ TEST_TIMEOUT(counts_follow_the_engine_through_retries_dead_fallback_and_redelive
 
     /* An officer re-queues the dead rows (outside the engine): the tally notices at the touch,
      * before the engine claims them. */
-    ASSERT_EQ(keng_outbox_redeliver(e.st, "A1"), 3);
+    ASSERT_EQ(keng_outbox_redeliver(e.st, "A1"), 2); /* not the one its file contact reached */
     keng_tally_touch(g_tally, "A1");
     ASSERT(same_counts(g_tally, e.st, "A1"));
     ASSERT(same_counts(g_tally, e.st, NULL));
@@ -223,7 +223,7 @@ TEST_TIMEOUT(counts_follow_the_engine_through_retries_dead_fallback_and_redelive
     ASSERT(same_counts(g_tally, e.st, "A1"));
     keng_tally_stats ts;
     keng_tally_get_stats(g_tally, &ts);
-    ASSERT_EQ(ts.requeued, 3);
+    ASSERT_EQ(ts.requeued, 2);
     ASSERT_EQ(ts.corrected, 0); /* the checks after each settling found nothing to correct */
     ASSERT_GE(ts.verified, 1);
     close_tally(&loop);
