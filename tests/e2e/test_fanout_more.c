@@ -706,15 +706,14 @@ TEST_TIMEOUT(e2e_fanout_zalo_quota_falls_back_and_telegram_wiring, 60)
     ASSERT_STR_CONTAINS(jstr(log, "[0].body.text"), "OTP");
     ASSERT_STR_CONTAINS(jstr(log, "[0].body.text"), "/r/");
     cJSON_Delete(log);
-    /* Redeliver: Zalo is tried again and is still out of quota; the file message that reached
-     * z-1 already is not sent a second time (under this key or another). */
+    /* Redeliver: the file message reached z-1, so its dead Zalo row is not tried again, and
+     * the file message is not sent a second time (under this key or another). */
     snprintf(p, sizeof p, "/v1/alerts/%s/redeliver", id);
     http_json(&k, "POST", p, NULL, &r);
     ASSERT_EQ(r.status, 200);
-    ASSERT_EQ(jnum(r.json, "requeued"), 1);
+    ASSERT_EQ(jnum(r.json, "requeued"), 0);
     resp_free(&r);
-    log_ctx lc = {&zalo, 3};
-    ASSERT(wait_for(log_has, &lc, 10000));
+    usleep(300 * 1000); /* what a re-queued row would have had time for */
     wait_settled(&k, id, 3, 1, 0, 10000);
     d = alert_deliveries(&k, id, NULL);
     ASSERT_EQ(jnum(d, "total"), 4);

@@ -262,7 +262,7 @@ TEST_TIMEOUT(e2e_live_counts_equal_the_outbox_and_the_last_event_comes, 120)
     /* Redelivery (outside the engine): dead rows go back to pending, fail again, settle. */
     snprintf(p, sizeof p, "/v1/alerts/%s/redeliver", id);
     http_json(&k, "POST", p, NULL, &r);
-    ASSERT_EQ(jnum(r.json, "requeued"), MEMBERS / 20 + 1);
+    ASSERT_EQ(jnum(r.json, "requeued"), MEMBERS / 20); /* not hh-fb's: its file line reached it */
     resp_free(&r);
     ctx c = {&k, id};
     ASSERT(wait_for(nothing_left, &c, 30000));

@@ -145,6 +145,20 @@ static int64_t https_rows(fo_env *e, int port, int n)
     return first;
 }
 
+/* The engine's config for these tests: webhook certificates checked against the test's own
+ * (ca: 160 bytes, holds its path), short timeouts and retries. */
+static keng_fanout_config tls_cfg(fo_env *e, char *ca)
+{
+    keng_fanout_config c;
+    memset(&c, 0, sizeof c);
+    c.data_dir = e->dir;
+    c.timeout_ms = 3000; /* this libcurl may wait for the end of a stream reset early */
+    c.backoff_base_ms = 100;
+    snprintf(ca, 160, "%s/cert.pem", e->dir);
+    c.webhook_ca_file = ca;
+    return c;
+}
+
 static int all_delivered(fo_env *e, void *arg)
 {
     return fo_count(e, "status = 'delivered'") == *(int *)arg;
@@ -162,13 +176,7 @@ static void h2_fanout(fo_env *e, int read_body, int n)
     int port = nginx_h2(e, read_body);
     https_rows(e, port, n);
     char ca[160];
-    snprintf(ca, sizeof ca, "%s/cert.pem", e->dir);
-    keng_fanout_config c;
-    memset(&c, 0, sizeof c);
-    c.data_dir = e->dir;
-    c.timeout_ms = 3000;
-    c.backoff_base_ms = 100;
-    c.webhook_ca_file = ca;
+    keng_fanout_config c = tls_cfg(e, ca);
     fo_run run;
     ASSERT(fo_run_engine(e, &c, all_delivered, &n, 20000, &run));
     ASSERT_EQ(fo_count(e, "status = 'delivered' AND last_code = 204"), n);
@@ -235,10 +243,9 @@ TEST(fanout_webhook_over_tls_refuses_a_certificate_it_cannot_check)
     fo_env_init(&e);
     int port = nginx_h2(&e, 1);
     int64_t id = https_rows(&e, port, 1);
-    keng_fanout_config c;
-    memset(&c, 0, sizeof c);
-    c.data_dir = e.dir;
-    c.timeout_ms = 5000;
+    char ca[160];
+    keng_fanout_config c = tls_cfg(&e, ca);
+    c.webhook_ca_file = NULL;
     c.backoff_base_ms = 60000; /* the retry does not come within the test */
     fo_run run;
     ASSERT(fo_run_engine(&e, &c, NULL, NULL, 10000, &run));
@@ -306,15 +313,9 @@ TEST(fanout_webhook_ca_file_is_only_the_webhooks_and_always_theirs)
                     "r");
     }
     char ca[160], zbase[64];
-    snprintf(ca, sizeof ca, "%s/cert.pem", e.dir);
     snprintf(zbase, sizeof zbase, "http://127.0.0.1:%d", zport);
-    keng_fanout_config c;
-    memset(&c, 0, sizeof c);
-    c.data_dir = e.dir;
-    c.timeout_ms = 3000;
-    c.backoff_base_ms = 100;
+    keng_fanout_config c = tls_cfg(&e, ca);
     c.max_inflight = 2;
-    c.webhook_ca_file = ca;
     c.zalo_base_url = zbase;
     c.zalo_access_token = "oa-token";
     int n = 40;
