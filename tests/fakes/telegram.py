@@ -33,7 +33,8 @@ class Telegram(Handler):
             return self.reply(400, {"ok": False, "error_code": 400,
                                     "description": "Bad Request: chat not found"})
         if method == "sendPhoto":
-            if not doc.get("photo") or len(doc.get("caption", "")) > 1024:
+            # Telegram counts the 1024 of a caption in UTF-16 code units (an emoji is two).
+            if not doc.get("photo") or len(doc.get("caption", "").encode("utf-16-le")) // 2 > 1024:
                 return self.reply(400, {"ok": False, "error_code": 400,
                                         "description": "Bad Request: bad photo or caption"})
         elif method == "sendMessage":
