@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -16,19 +17,23 @@
 #include <time.h>
 #include <unistd.h>
 
-#define FO_CLAIM_CHUNK 512     /* rows per claim statement */
-#define FO_FLUSH_ROWS 500      /* results per write transaction, at most: bounds the stall */
-#define FO_FLUSH_MS 20         /* results wait at most this long before they are written */
-#define FO_MSG_CACHE 1024      /* message rows kept in memory */
-#define FO_MSG_FILES (8u << 20) /* bytes of their files (keng_channel_ops.load) kept with them */
-#define FO_FILE_MAX (4u << 20) /* bytes of file-channel lines waiting for one write */
-#define FO_HOST_BUCKETS 256    /* hosts by hash of scheme://host:port */
-#define FO_BODY_MAX (1u << 20) /* bytes of one request body */
-#define FO_BUILD_BATCH 64      /* requests built per thread-pool job */
-#define FO_BUILD_FRESH_S 5     /* a request built longer ago is signed again when it starts */
-#define FO_BUILD_WAIT_MS 5     /* a batch the pool has not begun by then is built on the loop */
+#define FO_CLAIM_CHUNK 512       /* rows per claim statement */
+#define FO_FLUSH_ROWS 500        /* results per write transaction, at most: bounds the stall */
+#define FO_FLUSH_MS 20           /* results wait at most this long before they are written */
+#define FO_MSG_CACHE 1024        /* message rows kept in memory */
+#define FO_MSG_FILES (8u << 20)  /* bytes of their files (keng_channel_ops.load) kept with them */
+#define FO_FILE_MAX (4u << 20)   /* bytes of file-channel lines waiting for one write */
+#define FO_HOST_BUCKETS 256      /* hosts by hash of scheme://host:port */
+#define FO_BODY_MAX (1u << 20)   /* bytes of one request body */
+#define FO_BUILD_BATCH 64        /* requests built per thread-pool job */
+#define FO_BUILD_FRESH_S 5       /* a request built longer ago is signed again when it starts */
+#define FO_BUILD_WAIT_MS 5       /* a batch the pool has not begun by then is built on the loop */
 #define FO_BODY_KEEP (64u << 10) /* a released job keeps a body buffer up to this size */
-#define FO_CFG_STRS 10         /* the config's strings the engine keeps its own copies of */
+#define FO_CFG_STRS 10           /* the config's strings the engine keeps its own copies of */
+#define FO_STALL_MS 1000         /* a receiver at its cap with no answer for this long is stalled */
+#define FO_PARK_AHEAD_S 2        /* a receiver keeps parked at most this many seconds of answers */
+#define FO_GIVE_BACK_MAX_MS 60000 /* rows of a stalled receiver are given back for at most this */
+#define FO_RETRY_LOAD_MS 1000     /* a row whose message could not be loaded just now waits this */
 
 typedef struct fo_sock {
     uv_poll_t poll;
@@ -53,13 +58,14 @@ typedef struct fo_easy {
 
 typedef struct fo_job {
     keng_fanout *f;
-    struct fo_host *host; /* while in flight or parked: the receiver it counts against */
-    struct fo_host *dest; /* the receiver of its transfers, NULL: not capped (set with ops) */
+    struct fo_host *host;       /* while in flight or parked: the receiver it counts against */
+    struct fo_host *dest;       /* the receiver of its transfers, NULL: not capped (set with ops) */
     struct fo_job *next, *prev; /* queue, active list, file batch or free list */
     CURL *easy;                 /* from the engine's pool while the job is in flight */
     int easy_ready;             /* easy holds the common options (see fo_easy) */
     const keng_channel_ops *ops; /* NULL until the job was checked (start_job) */
     keng_channel_msg *msg;
+    int msg_gone; /* its message row does not exist (not: could not be read just now) */
     keng_channel_req req;
     int64_t id, created_at;
     char *alert_id, *recipient, *idem_key, *channel; /* point into strs */
@@ -82,12 +88,23 @@ typedef struct fo_job {
 /* One receiver (scheme://host:port): transfers in flight to it, and the jobs parked because it
  * has max_per_host already. The engine keeps this cap itself rather than leaving it to curl: a
  * transfer curl queues for a connection has its timeout running, so a receiver that never
- * answers used to make queued deliveries fail without ever being sent. */
+ * answers used to make queued deliveries fail without ever being sent.
+ *
+ * Parked jobs are bounded per receiver by how fast it answers (host_park_max): a receiver that
+ * hangs must not fill the engine's memory with its rows, or rows to every other receiver behind
+ * them would not be claimed until its transfers time out. Rows over the bound go back to the
+ * outbox, untried, due a little later (give_back), and the claim moves on to the others. */
 typedef struct fo_host {
     struct fo_host *next; /* hash chain */
     char key[128];
     int inflight, parked;
     fo_job *park_head, *park_tail;
+    uint64_t answered; /* uv_now of its last answer (a transfer that ended other than by timing
+                          out), or of the start that found it idle: its silence starts there */
+    uint64_t heard;    /* uv_now of its last answer, or when it was first seen: never reset */
+    uint64_t win_t0;   /* answers counted since win_t0 (win_n) give rate, at least 1 s apart */
+    int win_n;
+    int rate; /* answers per second in the last window; -1 not known yet */
 } fo_host;
 
 typedef struct fo_result {
@@ -135,7 +152,7 @@ struct keng_fanout {
     keng_hmac_cache *macs; /* webhook secrets, keyed once */
     fo_host *hosts[FO_HOST_BUCKETS];
     uint64_t results[6][3]; /* by channel (fo_channels) and verdict: delivered, retry, dead */
-    int parked; /* jobs waiting for a busy receiver, all hosts */
+    int parked;             /* jobs waiting for a busy receiver, all hosts */
     /* Jobs waiting for their message's file (keng_channel_ops.load) and the reads under way. */
     fo_job *wait_head, *wait_tail;
     int waiting, loads;
@@ -184,8 +201,8 @@ static void file_kick(keng_fanout *f);
 /* The engine's timers, for their init and their close. */
 static void engine_timers(keng_fanout *f, uv_timer_t *out[FO_TIMERS])
 {
-    uv_timer_t *all[FO_TIMERS] = {&f->curl_timer, &f->pump_timer, &f->retry_timer,
-                                  &f->grace_timer, &f->build_timer};
+    uv_timer_t *all[FO_TIMERS] = {&f->curl_timer, &f->pump_timer, &f->retry_timer, &f->grace_timer,
+                                  &f->build_timer};
     memcpy(out, all, sizeof all);
 }
 
@@ -313,16 +330,12 @@ void keng_channel_judge_http(const keng_channel_response *resp, keng_channel_res
      * the stream, as RFC 9113 §8.1 lets it (NO_ERROR; the client must not discard the
      * response), which this libcurl reports as a stream error or waits on until the timeout.
      * Without a status there is nothing to go on: a failed attempt. */
-    if (resp->status < 200 && resp->truncated) {
-        res->verdict = KENG_CH_RETRY;
-        snprintf(res->error, sizeof res->error, "response too large, no status");
-        return;
-    }
-    if (resp->status < 200 && resp->cc != CURLE_OK) {
+    if (resp->status < 200 && (resp->truncated || resp->cc != CURLE_OK)) {
         res->verdict = KENG_CH_RETRY;
         snprintf(res->error, sizeof res->error, "%s",
-                 resp->curl_error && *resp->curl_error ? resp->curl_error
-                                                       : curl_easy_strerror(resp->cc));
+                 resp->truncated                         ? "response too large, no status"
+                 : resp->curl_error && *resp->curl_error ? resp->curl_error
+                                                         : curl_easy_strerror(resp->cc));
         return;
     }
     long s = resp->status;
@@ -496,8 +509,11 @@ static int msg_build_head(keng_channel_msg *m)
     return rc;
 }
 
-static keng_channel_msg *msg_get(keng_fanout *f, int64_t id)
+/* The message row id, from the cache or the store; NULL with *gone 1: there is no such row, with
+ * *gone 0: it could not be had just now (a busy store, memory, every cache slot in use). */
+static keng_channel_msg *msg_get(keng_fanout *f, int64_t id, int *gone)
 {
+    *gone = 0;
     for (int i = f->nmsgs - 1; i >= 0; i--)
         if (f->msgs[i]->id == id) return f->msgs[i];
     if (f->nmsgs == FO_MSG_CACHE) { /* keep the ones still in use */
@@ -517,7 +533,9 @@ static keng_channel_msg *msg_get(keng_fanout *f, int64_t id)
     if (!s) return NULL;
     sqlite3_bind_int64(s, 1, id);
     keng_channel_msg *m = NULL;
-    if (sqlite3_step(s) == SQLITE_ROW && (m = calloc(1, sizeof *m))) {
+    int sr = sqlite3_step(s);
+    *gone = sr == SQLITE_DONE;
+    if (sr == SQLITE_ROW && (m = calloc(1, sizeof *m))) {
         m->id = id;
         m->alert_id = dup_col(s, 1), m->event = dup_col(s, 2), m->lang = dup_col(s, 3);
         m->channel = dup_col(s, 4), m->text = dup_col(s, 5), m->subject = dup_col(s, 6);
@@ -595,19 +613,18 @@ static void report_rows(keng_fanout *f, const fo_result *res, int n, const fo_jo
     int k = 0;
     for (int i = 0; i < n; i++) {
         const keng_outbox_result *r = &res[i].r;
-        ch[k++] = (keng_fanout_change){
-            r->id, res_alert(&res[i]), res_chan(&res[i]), KENG_FANOUT_INFLIGHT,
-            r->status == KENG_OUTBOX_DELIVERED ? KENG_FANOUT_DELIVERED
-            : r->status == KENG_OUTBOX_DEAD    ? KENG_FANOUT_DEAD
-            : r->attempts > 0                  ? KENG_FANOUT_FAILED
-                                               : KENG_FANOUT_PENDING};
+        ch[k++] =
+            (keng_fanout_change){r->id, res_alert(&res[i]), res_chan(&res[i]), KENG_FANOUT_INFLIGHT,
+                                 r->status == KENG_OUTBOX_DELIVERED ? KENG_FANOUT_DELIVERED
+                                 : r->status == KENG_OUTBOX_DEAD    ? KENG_FANOUT_DEAD
+                                 : r->attempts > 0                  ? KENG_FANOUT_FAILED
+                                                                    : KENG_FANOUT_PENDING};
         if (k == 64) f->cfg.on_rows(f->cfg.ud, ch, k), k = 0;
     }
     for (const fo_job *j = claimed; j; j = j->next) {
-        ch[k++] = (keng_fanout_change){j->id, j->alert_id ? j->alert_id : "",
-                                       j->channel ? j->channel : "",
-                                       j->attempts > 0 ? KENG_FANOUT_FAILED : KENG_FANOUT_PENDING,
-                                       KENG_FANOUT_INFLIGHT};
+        ch[k++] = (keng_fanout_change){
+            j->id, j->alert_id ? j->alert_id : "", j->channel ? j->channel : "",
+            j->attempts > 0 ? KENG_FANOUT_FAILED : KENG_FANOUT_PENDING, KENG_FANOUT_INFLIGHT};
         if (k == 64) f->cfg.on_rows(f->cfg.ud, ch, k), k = 0;
     }
     if (k) f->cfg.on_rows(f->cfg.ud, ch, k);
@@ -659,6 +676,7 @@ static void job_release(keng_fanout *f, fo_job *j)
     j->alert_id = j->recipient = j->idem_key = j->channel = NULL;
     if (j->msg) j->msg->refs--;
     j->msg = NULL;
+    j->msg_gone = 0;
     keng_buf_reset(&j->link);
     keng_buf_reset(&j->resp);
     j->truncated = 0;
@@ -735,7 +753,7 @@ static void on_claim(void *ud, const keng_outbox_row *row)
         j->addr_shared = 1;
         f->addr_refs++;
     }
-    j->msg = msg_get(f, row->message_id);
+    j->msg = msg_get(f, row->message_id, &j->msg_gone);
     if (j->msg) j->msg->refs++;
     job_append(&f->q_head, &f->q_tail, j);
     f->queued++;
@@ -813,6 +831,19 @@ static void fail_now(keng_fanout *f, fo_job *j, const char *error)
     job_release(f, j);
 }
 
+/* Back to pending untried (attempts, last code and error as they were), due at next_at (0: at
+ * once), and released — by its batch when its request is being built. For a stop, a receiver
+ * that holds too many, or a message that could not be loaded just now. */
+static void give_back(keng_fanout *f, fo_job *j, int64_t next_at)
+{
+    j->host = NULL;
+    push_result(f, j, KENG_OUTBOX_PENDING, j->attempts, next_at, -1, NULL, 0);
+    if (j->building)
+        j->orphan = 1; /* its batch releases it */
+    else
+        job_release(f, j);
+}
+
 static void active_add(keng_fanout *f, fo_job *j)
 {
     j->prev = NULL;
@@ -870,6 +901,55 @@ static const char *job_origin(const keng_fanout *f, const fo_job *j)
     return NULL;
 }
 
+/* The parked jobs h may hold: the answers it gives in FO_PARK_AHEAD_S (at least max_per_host,
+ * so that its slots stay busy); max_per_host when it is stalled; no bound of its own (the
+ * engine's) while its rate is not known yet. */
+static int host_park_max(const keng_fanout *f, const fo_host *h, uint64_t now)
+{
+    int floor = f->cfg.max_per_host;
+    if (now - h->answered >= FO_STALL_MS) return floor;
+    if (h->rate < 0) return INT_MAX;
+    int64_t n = (int64_t)h->rate * FO_PARK_AHEAD_S;
+    return n <= floor ? floor : n > INT_MAX ? INT_MAX : (int)n;
+}
+
+/* How long rows h cannot hold are given back for: as long as it has been silent, 1 s to 60 s
+ * (a receiver down for long is asked for its rows' slots less and less often). */
+static uint64_t host_give_back_ms(const fo_host *h, uint64_t now)
+{
+    uint64_t quiet = now - h->heard;
+    return quiet < 1000 ? 1000 : quiet > FO_GIVE_BACK_MAX_MS ? FO_GIVE_BACK_MAX_MS : quiet;
+}
+
+/* A transfer to h ended; answered: not by timing out (a refusal is an answer: it frees the slot
+ * at once). Counts its answers per second, in windows of at least 1 s of activity. */
+static void host_ended(keng_fanout *f, fo_host *h, int answered)
+{
+    uint64_t now = uv_now(f->loop);
+    if (answered) {
+        h->answered = h->heard = now;
+        h->win_n++;
+    }
+    if (now - h->win_t0 >= 1000) {
+        uint64_t r = (uint64_t)h->win_n * 1000u / (now - h->win_t0);
+        h->rate = r > INT_MAX ? INT_MAX : (int)r;
+        h->win_t0 = now;
+        h->win_n = 0;
+    }
+}
+
+/* A transfer to h starts. One that finds it idle after a silence starts its clocks afresh: an
+ * hour's pause is not a stall, and the rate of a new burst is measured anew. */
+static void host_started(keng_fanout *f, fo_host *h)
+{
+    uint64_t now = uv_now(f->loop);
+    if (h->inflight++ == 0 && now - h->answered >= FO_STALL_MS) {
+        h->answered = h->win_t0 = now;
+        h->win_n = 0;
+        h->rate = -1;
+    }
+}
+
 static fo_host *host_get(keng_fanout *f, const char *url)
 {
     char key[128];
@@ -883,6 +963,8 @@ static fo_host *host_get(keng_fanout *f, const char *url)
     fo_host *h = calloc(1, sizeof *h);
     if (!h) return NULL;
     memcpy(h->key, key, sizeof key);
+    h->answered = h->heard = h->win_t0 = uv_now(f->loop);
+    h->rate = -1;
     h->next = *b;
     *b = h;
     return h;
@@ -919,12 +1001,50 @@ static void host_done(keng_fanout *f, fo_job *j)
     f->queued++;
 }
 
+/* Parks j until one of h's transfers ends, or gives it back when h holds all it may. */
 static void host_park(keng_fanout *f, fo_host *h, fo_job *j)
 {
+    uint64_t now = uv_now(f->loop);
+    if (h->parked >= host_park_max(f, h, now)) {
+        f->stats.deferred++;
+        give_back(f, j, due_after_ms(host_give_back_ms(h, now)));
+        return;
+    }
     j->host = h;
     job_append(&h->park_head, &h->park_tail, j);
     h->parked++;
     f->parked++;
+}
+
+/* Receivers holding more parked jobs than host_park_max (one that stalled after they were
+ * parked) give the rest back, last parked first: run when parked jobs stop the claim, so that
+ * rows to other receivers are claimed. */
+static void host_shed(keng_fanout *f)
+{
+    uint64_t now = uv_now(f->loop);
+    for (int i = 0; i < FO_HOST_BUCKETS; i++) {
+        for (fo_host *h = f->hosts[i]; h; h = h->next) {
+            int max = h->parked ? host_park_max(f, h, now) : INT_MAX;
+            if (h->parked <= max) continue;
+            fo_job *keep = NULL, *j = h->park_head;
+            for (int k = 0; k < max; k++)
+                keep = j, j = j->next;
+            if (keep)
+                keep->next = NULL;
+            else
+                h->park_head = NULL;
+            h->park_tail = keep;
+            int64_t at = due_after_ms(host_give_back_ms(h, now));
+            while (j) {
+                fo_job *next = j->next;
+                h->parked--;
+                f->parked--;
+                f->stats.deferred++;
+                give_back(f, j, at);
+                j = next;
+            }
+        }
+    }
 }
 
 static size_t on_write(char *p, size_t size, size_t n, void *ud)
@@ -991,15 +1111,18 @@ static int start_curl(keng_fanout *f, fo_job *j, char *err, size_t errlen)
     return 0;
 }
 
-/* Checks a job the first time it comes up and finds its receiver; 0, or -1 when it was made dead
- * (and released). A job parked for a busy receiver comes back with ops set: not checked again. */
+/* Its row's strings and its message are in memory (when not, check_job gives it back). */
+static int job_loaded(const fo_job *j)
+{
+    return j->msg && j->alert_id && j->recipient && j->idem_key && j->channel;
+}
+
 /* What keeps j from being sent at all, into err (NULL: nothing; *ops: its channel). */
 static const char *job_fault(const keng_fanout *f, const fo_job *j, const keng_channel_ops **ops,
                              char *err, size_t errlen)
 {
     *ops = j->channel ? keng_channel_find(j->channel) : NULL;
-    if (!j->msg || !j->alert_id || !j->recipient || !j->idem_key || !j->channel)
-        return "delivery row or its message could not be loaded";
+    if (j->msg_gone) return "the delivery's message does not exist";
     if (!*ops) {
         snprintf(err, errlen, "unknown channel type %s", j->channel);
         return err;
@@ -1012,10 +1135,20 @@ static const char *job_fault(const keng_fanout *f, const fo_job *j, const keng_c
     return NULL;
 }
 
+/* Checks a job the first time it comes up and finds its receiver; 0, or -1 when it was made dead
+ * or given back (and released). A job parked for a busy receiver comes back with ops set: not
+ * checked again. */
 static int check_job(keng_fanout *f, fo_job *j)
 {
     char err[256];
     const keng_channel_ops *ops;
+    if (!j->msg_gone && !job_loaded(j)) {
+        /* Its message or its strings could not be had just now (a busy store, memory, every
+         * cached message in use): that says nothing of the delivery, so no attempt is spent. */
+        f->stats.given_back++;
+        give_back(f, j, due_after_ms(FO_RETRY_LOAD_MS));
+        return -1;
+    }
     const char *fault = job_fault(f, j, &ops, err, sizeof err);
     if (fault) {
         fail_now(f, j, fault);
@@ -1250,7 +1383,8 @@ static void build_submit(keng_fanout *f, fo_job *j)
     char err[256];
     for (; j; j = j->next) {
         const keng_channel_ops *ops;
-        if (job_fault(f, j, &ops, err, sizeof err) || !ops->build) continue; /* check_job says */
+        if (!job_loaded(j) || job_fault(f, j, &ops, err, sizeof err) || !ops->build)
+            continue; /* check_job says */
         if (!b) {
             if (!f->bmacs || !(b = calloc(1, sizeof *b))) return;
             b->f = f;
@@ -1325,7 +1459,7 @@ static void start_job(keng_fanout *f, fo_job *j)
         return;
     }
     if (h) {
-        h->inflight++;
+        host_started(f, h);
         j->host = h;
     }
     active_add(f, j);
@@ -1352,6 +1486,8 @@ static void fill(keng_fanout *f)
         schedule_pump(f, 0);
     else if (f->nres)
         schedule_pump(f, FO_FLUSH_MS);
+    else if (!f->stopping && f->parked + f->waiting >= 4 * f->cfg.max_inflight)
+        schedule_pump(f, FO_STALL_MS); /* host_shed, should a receiver stall meanwhile */
 }
 
 /* ---- curl on the loop ------------------------------------------------------------------- */
@@ -1386,6 +1522,7 @@ static void drain(keng_fanout *f)
         keng_channel_result res = {.verdict = KENG_CH_DEAD, .retry_after_s = -1};
         j->ops->judge(&j->req, &resp, &res);
         active_remove(f, j);
+        if (j->host) host_ended(f, j->host, cc != CURLE_OPERATION_TIMEDOUT);
         host_done(f, j);
         finish(f, j, &res);
         job_release(f, j);
@@ -1701,6 +1838,7 @@ static int flush_and_claim_timed(keng_fanout *f, int want)
 static void pump(keng_fanout *f)
 {
     int want = 0;
+    if (!f->stopping && f->parked + f->waiting >= 4 * f->cfg.max_inflight) host_shed(f);
     /* Parked and waiting jobs are memory too: bounded. */
     if (!f->stopping && !f->dry && f->queued < f->cfg.max_inflight &&
         f->parked + f->waiting < 4 * f->cfg.max_inflight) {
@@ -1738,18 +1876,15 @@ int keng_fanout_new(uv_loop_t *loop, keng_store *st, const keng_fanout_config *c
     f->loop = loop;
     f->st = st;
     f->cfg = *cfg;
-    const char *src[FO_CFG_STRS] = {
-        cfg->data_dir,   cfg->zalo_base_url, cfg->zalo_access_token, cfg->telegram_base_url,
-        cfg->telegram_bot_token, cfg->smtp_url, cfg->smtp_from, cfg->smtp_user,
-        cfg->smtp_password, cfg->webhook_ca_file};
+    /* The engine's own copies of the config's strings, in place of the caller's. */
+    const char **own[] = {&f->cfg.data_dir,           &f->cfg.zalo_base_url,
+                          &f->cfg.zalo_access_token,  &f->cfg.telegram_base_url,
+                          &f->cfg.telegram_bot_token, &f->cfg.smtp_url,
+                          &f->cfg.smtp_from,          &f->cfg.smtp_user,
+                          &f->cfg.smtp_password,      &f->cfg.webhook_ca_file};
+    _Static_assert(sizeof own / sizeof own[0] == FO_CFG_STRS, "one slot of strs per string");
     for (int i = 0; i < FO_CFG_STRS; i++)
-        if (src[i] && !cfg_dup(f, i, src[i])) goto nomem;
-    f->cfg.data_dir = f->strs[0];
-    f->cfg.zalo_base_url = f->strs[1], f->cfg.zalo_access_token = f->strs[2];
-    f->cfg.telegram_base_url = f->strs[3], f->cfg.telegram_bot_token = f->strs[4];
-    f->cfg.smtp_url = f->strs[5], f->cfg.smtp_from = f->strs[6];
-    f->cfg.smtp_user = f->strs[7], f->cfg.smtp_password = f->strs[8];
-    f->cfg.webhook_ca_file = f->strs[9];
+        if (*own[i] && !(*own[i] = cfg_dup(f, i, *own[i]))) goto nomem;
     if (f->cfg.max_inflight <= 0) f->cfg.max_inflight = 256;
     if (f->cfg.max_per_host <= 0) f->cfg.max_per_host = 64;
     if (f->cfg.timeout_ms <= 0) f->cfg.timeout_ms = 15000;
@@ -1881,12 +2016,7 @@ static void unclaim_all(keng_fanout *f, fo_job *j)
 {
     while (j) {
         fo_job *next = j->next;
-        j->host = NULL;
-        push_result(f, j, KENG_OUTBOX_PENDING, j->attempts, 0, -1, NULL, 0);
-        if (j->building)
-            j->orphan = 1; /* its batch releases it */
-        else
-            job_release(f, j);
+        give_back(f, j, 0);
         j = next;
     }
 }
@@ -1995,9 +2125,13 @@ int keng_fanout_metrics(keng_fanout *f, keng_buf *out)
             "keng_fanout_results_total{verdict=\"retry\"} %" PRIu64 "\n"
             "keng_fanout_results_total{verdict=\"dead\"} %" PRIu64 "\n"
             "# TYPE keng_fanout_inflight gauge\nkeng_fanout_inflight %d\n"
-            "# TYPE keng_fanout_queued gauge\nkeng_fanout_queued %d\n",
+            "# TYPE keng_fanout_queued gauge\nkeng_fanout_queued %d\n"
+            "# HELP keng_fanout_given_back_total Claimed rows put back untried, by reason.\n"
+            "# TYPE keng_fanout_given_back_total counter\n"
+            "keng_fanout_given_back_total{reason=\"receiver_busy\"} %" PRIu64 "\n"
+            "keng_fanout_given_back_total{reason=\"message_unavailable\"} %" PRIu64 "\n",
             f->stats.started, f->stats.delivered, f->stats.retried, f->stats.dead, f->inflight,
-            f->queued);
+            f->queued, f->stats.deferred, f->stats.given_back);
     if (rc == 0)
         rc = keng_buf_puts(out, "# HELP keng_fanout_channel_results_total Attempts ended, by"
                                 " channel and verdict (retry: failed, tried again later).\n"

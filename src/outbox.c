@@ -257,11 +257,11 @@ int keng_outbox_fallback(keng_store *st, int64_t delivery_id, int64_t now)
             rc = -ENAMETOOLONG;
             break;
         }
-        s = keng_store_stmt(
-            st, "INSERT INTO deliveries (alert_id, revision, event, recipient, channel,"
-                " contact_index, address, message_id, link_kind, idem_key, created_at)"
-                " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
-                " ON CONFLICT (idem_key) DO NOTHING");
+        s = keng_store_stmt(st,
+                            "INSERT INTO deliveries (alert_id, revision, event, recipient, channel,"
+                            " contact_index, address, message_id, link_kind, idem_key, created_at)"
+                            " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                            " ON CONFLICT (idem_key) DO NOTHING");
         if (!s) {
             rc = -EIO;
             break;
@@ -301,8 +301,8 @@ out:
 
 int keng_outbox_recover(keng_store *st)
 {
-    sqlite3_stmt *s =
-        keng_store_stmt(st, "UPDATE delivery_state SET status = 'pending' WHERE status = 'inflight'");
+    sqlite3_stmt *s = keng_store_stmt(
+        st, "UPDATE delivery_state SET status = 'pending' WHERE status = 'inflight'");
     if (!s) return -EIO;
     int rc = step_done(st, s);
     if (rc) return rc;
@@ -418,17 +418,17 @@ static int row_json(sqlite3_stmt *s, cJSON *arr)
     }
     const char *st_text = keng_store_text(s, 4);
     int attempts = sqlite3_column_int(s, 5);
-    int ok = cJSON_AddNumberToObject(o, "id", (double)sqlite3_column_int64(s, 0)) &&
-             cJSON_AddStringToObject(o, "recipient", keng_store_text(s, 1)) &&
-             cJSON_AddStringToObject(o, "channel", keng_store_text(s, 2)) &&
-             cJSON_AddNumberToObject(o, "contact_index", sqlite3_column_int(s, 3)) &&
-             cJSON_AddStringToObject(o, "status",
-                                     strcmp(st_text, "pending") == 0 && attempts > 0 ? "failed"
-                                                                                     : st_text) &&
-             cJSON_AddNumberToObject(o, "attempts", attempts) &&
-             cJSON_AddNumberToObject(o, "next_at", (double)sqlite3_column_int64(s, 6)) &&
-             cJSON_AddStringToObject(o, "event", keng_store_text(s, 11)) &&
-             cJSON_AddNumberToObject(o, "revision", (double)sqlite3_column_int64(s, 12));
+    int ok =
+        cJSON_AddNumberToObject(o, "id", (double)sqlite3_column_int64(s, 0)) &&
+        cJSON_AddStringToObject(o, "recipient", keng_store_text(s, 1)) &&
+        cJSON_AddStringToObject(o, "channel", keng_store_text(s, 2)) &&
+        cJSON_AddNumberToObject(o, "contact_index", sqlite3_column_int(s, 3)) &&
+        cJSON_AddStringToObject(
+            o, "status", strcmp(st_text, "pending") == 0 && attempts > 0 ? "failed" : st_text) &&
+        cJSON_AddNumberToObject(o, "attempts", attempts) &&
+        cJSON_AddNumberToObject(o, "next_at", (double)sqlite3_column_int64(s, 6)) &&
+        cJSON_AddStringToObject(o, "event", keng_store_text(s, 11)) &&
+        cJSON_AddNumberToObject(o, "revision", (double)sqlite3_column_int64(s, 12));
     static const struct {
         int col;
         const char *name;
@@ -543,13 +543,12 @@ int keng_outbox_redeliver(keng_store *st, const char *alert_id)
      * fallback was delivered): the household has the message, and would get it twice. */
     sqlite3_stmt *s = keng_store_stmt(
         st, "UPDATE delivery_state SET status = 'pending', attempts = 0, next_at = 0"
-            " WHERE alert_id = ?1 AND status = 'dead' AND id NOT IN (SELECT d.id FROM"
-            " delivery_state s INDEXED BY delivery_state_dead CROSS JOIN deliveries d"
-            " USING (id, alert_id) WHERE s.alert_id = ?1 AND s.status = 'dead' AND EXISTS"
-            " (SELECT 1 FROM deliveries o JOIN delivery_state os USING (id, alert_id)"
-            " WHERE o.alert_id = d.alert_id AND o.recipient = d.recipient"
+            " WHERE alert_id = ?1 AND status = 'dead' AND NOT EXISTS (SELECT 1 FROM deliveries d"
+            " JOIN deliveries o ON o.alert_id = d.alert_id AND o.recipient = d.recipient"
             " AND o.revision = d.revision AND o.event = d.event"
-            " AND o.contact_index > d.contact_index AND os.status = 'delivered'))");
+            " AND o.contact_index > d.contact_index JOIN delivery_state os"
+            " ON os.id = o.id AND os.alert_id = o.alert_id"
+            " WHERE d.id = delivery_state.id AND os.status = 'delivered')");
     if (!s) return -EIO;
     sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_STATIC);
     int rc = step_done(st, s);

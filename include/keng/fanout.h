@@ -119,6 +119,8 @@ typedef struct keng_fanout_stats {
     int inflight, queued;
     uint64_t first_delivery_ms; /* loop time of the first 2xx since keng_fanout_new, 0 = none */
     uint64_t build_late; /* request batches the busy thread pool had not begun: built on the loop */
+    uint64_t deferred;   /* rows given back untried: their receiver held all the parked it may */
+    uint64_t given_back; /* rows given back untried: their message could not be loaded just now */
 } keng_fanout_stats;
 void keng_fanout_get_stats(keng_fanout *f, keng_fanout_stats *out);
 

@@ -4,7 +4,8 @@ request as a JSON line {"path","key","sig_ok","t","body"}. Behaviour by path:
   /ok            204                      /status/CODE   that status, body "status CODE"
   /flaky/N       500 for the first N requests of each Idempotency-Key, then 200
   /ra/SECS       429 with Retry-After: SECS
-  /hang          never answers            /big[/CODE]    200 (or CODE) with a 10 MB body"""
+  /hang          never answers            /big[/CODE]    200 (or CODE) with a 10 MB body
+  /slow/MS       204 after MS milliseconds"""
 import hashlib
 import hmac
 import json
@@ -52,6 +53,9 @@ class Webhook(Handler):
             self.reply(429, "slow down", "text/plain", {"Retry-After": p[1]})
         elif p[0] == "hang":
             time.sleep(3600)
+        elif p[0] == "slow":
+            time.sleep(int(p[1]) / 1000)
+            self.reply(204)
         elif p[0] == "big":
             n = 10 * 1024 * 1024
             self.send_response(int(p[1]) if len(p) > 1 else 200)

@@ -477,6 +477,144 @@ TEST_TIMEOUT(fanout_slow_host_does_not_hold_up_others_nor_burn_attempts, 30)
     fo_env_done(&e);
 }
 
+/* Rows ok[0…] (-1 terminated) to a healthy receiver after n rows to one that is slow or hangs:
+ * the claim must reach them although the others' rows come first and far outnumber the
+ * engine's memory for parked jobs (4 × max_inflight = 32 here). */
+typedef struct fo_behind {
+    int64_t slow[400], ok[4];
+    int64_t slow_all[404]; /* slow, then ok, -1 terminated */
+} fo_behind;
+
+static keng_fanout_config behind_cfg(fo_env *e, fo_behind *b, int n, const char *slow_path)
+{
+    int slow = fo_peer(e, "webhook", "--secret", "s3cr3t");
+    int fast = fo_peer(e, "webhook", "--secret", "s3cr3t");
+    int64_t m = fo_message(e, "A1", "alert", "webhook", "r", "x", NULL, NULL, NULL);
+    ASSERT_LE(n, 400);
+    webhook_rows(e, slow, slow_path, n, m, b->slow); /* claimed first: lower ids */
+    for (int i = 0; i < 3; i++) {
+        char rec[32];
+        snprintf(rec, sizeof rec, "hh-ok-%d", i);
+        b->ok[i] = webhook_row(e, fast, "/ok", rec, m);
+    }
+    b->ok[3] = -1;
+    memcpy(b->slow_all, b->slow, (size_t)n * sizeof b->slow[0]);
+    memcpy(b->slow_all + n, b->ok, sizeof b->ok);
+    keng_fanout_config c = base_cfg(e);
+    c.max_inflight = 8;
+    c.max_per_host = 2;
+    return c;
+}
+
+TEST_TIMEOUT(fanout_hanging_host_with_many_rows_does_not_starve_others, 30)
+{
+    fo_env e;
+    fo_env_init(&e);
+    fo_behind b;
+    keng_fanout_config c = behind_cfg(&e, &b, 400, "/hang");
+    c.timeout_ms = 4000;
+    fo_run run;
+    /* Before any of the hanging requests times out: only its silence tells. */
+    ASSERT(fo_run_engine(&e, &c, all_delivered_ids, b.ok, 3500, &run));
+    ASSERT_LE(run.stats.started, 2 + 3); /* the hanging host's two slots, the healthy three */
+    ASSERT_GE(run.stats.deferred, 1);
+    /* Its rows went back to the outbox untried, none was spent or lost; those given back for its
+     * silence are due again later, after at least a second. */
+    int later = 0;
+    int64_t now = (int64_t)time(NULL);
+    for (int i = 0; i < 400; i++) {
+        fo_row r = fo_get(&e, b.slow[i]);
+        ASSERT_STR_EQ(r.status, "pending");
+        ASSERT_EQ(r.attempts, 0);
+        ASSERT_EQ(r.last_error[0], '\0');
+        if (r.next_at > now) later++;
+    }
+    ASSERT_GE(later, 1);
+    fo_env_done(&e);
+}
+
+TEST_TIMEOUT(fanout_slow_host_parks_a_few_seconds_of_its_answers_only, 40)
+{
+    fo_env e;
+    fo_env_init(&e);
+    fo_behind b;
+    /* Two slots of 150 ms: about 13 answers a second, 120 rows are 9 s of them. */
+    keng_fanout_config c = behind_cfg(&e, &b, 120, "/slow/150");
+    fo_run run;
+    ASSERT(fo_run_engine(&e, &c, all_delivered_ids, b.ok, 4000, &run));
+    ASSERT_GE(run.stats.deferred, 1);
+    int delivered = 0;
+    for (int i = 0; i < 120; i++) {
+        fo_row r = fo_get(&e, b.slow[i]);
+        if (!strcmp(r.status, "delivered")) {
+            delivered++;
+            continue;
+        }
+        ASSERT_STR_EQ(r.status, "pending");
+        ASSERT_EQ(r.attempts, 0);
+    }
+    ASSERT_GE(delivered, 1);
+    ASSERT_LE(delivered, 60); /* the healthy three did not wait for the slow hundred and twenty */
+    /* Given time, every row of the slow host is delivered once: nothing given back is lost. */
+    ASSERT(fo_run_engine(&e, &c, all_delivered_ids, b.slow_all, 25000, &run));
+    ASSERT_EQ(fo_count(&e, "status = 'delivered'"), 123);
+    ASSERT_EQ(fo_count(&e, "attempts != 1"), 0);
+    fo_env_done(&e);
+}
+
+/* Predicate: some delivery was given back for later or made dead. */
+static int some_given_back_or_dead(fo_env *e, void *arg)
+{
+    (void)arg;
+    return fo_count(e, "status = 'dead' OR (status = 'pending' AND next_at > 0)") > 0;
+}
+
+TEST_TIMEOUT(fanout_message_not_loadable_now_is_given_back_not_dead, 30)
+{
+    fo_env e;
+    fo_env_init(&e);
+    int hang = fo_peer(&e, "webhook", "--secret", "s3cr3t");
+    /* More messages in memory at once than the engine's cache holds (1,024): one per row, every
+     * row held (in flight or parked for a receiver that does not answer). */
+    enum { N = 1500 };
+    ASSERT_EQ(keng_store_begin(e.st), 0);
+    for (int i = 0; i < N; i++) {
+        char alert[16], rec[16], addr[128];
+        snprintf(alert, sizeof alert, "A%d", i);
+        snprintf(rec, sizeof rec, "hh-%d", i);
+        snprintf(addr, sizeof addr, "{\"type\":\"webhook\",\"url\":\"http://127.0.0.1:%d/hang\"}",
+                 hang);
+        int64_t m = fo_message(&e, alert, "alert", "webhook", "r", "x", NULL, NULL, NULL);
+        fo_delivery(&e, alert, rec, "webhook", addr, m, "r");
+    }
+    ASSERT_EQ(keng_store_commit(e.st), 0);
+    keng_fanout_config c = base_cfg(&e);
+    c.max_inflight = 512; /* room for 2,048 parked */
+    fo_run run;
+    ASSERT(fo_run_engine(&e, &c, some_given_back_or_dead, NULL, 4000, &run));
+    ASSERT_GE(run.stats.given_back, 1);
+    ASSERT_EQ(fo_count(&e, "status = 'dead'"), 0);
+    ASSERT_EQ(fo_count(&e, "attempts > 0"), 0); /* no attempt spent on it */
+    ASSERT_EQ(fo_count(&e, "status = 'pending'"), N);
+    fo_env_done(&e);
+}
+
+/* A delivery whose message row is missing can never be sent: dead at once, saying why. */
+TEST(fanout_message_missing_is_dead)
+{
+    fo_env e;
+    fo_env_init(&e);
+    int port = fo_peer(&e, "webhook", "--secret", "s3cr3t");
+    int64_t id = webhook_row(&e, port, "/ok", "hh-1", 999999);
+    keng_fanout_config c = base_cfg(&e);
+    fo_run run;
+    ASSERT(fo_run_engine(&e, &c, final, &id, 3000, &run));
+    fo_row r = fo_get(&e, id);
+    ASSERT_STR_EQ(r.status, "dead");
+    ASSERT_STR_CONTAINS(r.last_error, "message does not exist");
+    fo_env_done(&e);
+}
+
 TEST(fanout_zalo_success_and_error)
 {
     fo_env e;
@@ -558,7 +696,8 @@ TEST(fanout_telegram_photo_message_and_429)
     int64_t text = fo_delivery(&e, "A2", "hh-1", "telegram",
                                "{\"type\":\"telegram\",\"chat_id\":-100123}", mt, "r");
     /* The resolution of an alert with photos: text only (its photo is withdrawn: 410). */
-    int64_t mr = fo_message(&e, "A3", "resolve", "telegram", "r", "Đã tìm thấy", PHOTOS, NULL, NULL);
+    int64_t mr =
+        fo_message(&e, "A3", "resolve", "telegram", "r", "Đã tìm thấy", PHOTOS, NULL, NULL);
     int64_t resolved = fo_delivery(&e, "A3", "hh-1", "telegram",
                                    "{\"type\":\"telegram\",\"chat_id\":-100123}", mr, "r");
     int64_t flood = fo_delivery(&e, "A1", "hh-2", "telegram",
@@ -776,8 +915,7 @@ TEST(fanout_contact_fallback_all_or_nothing)
               0);
     int64_t m = fo_message(&e, "A1", "alert", "webhook", "r", "x", NULL, NULL, NULL);
     int64_t d = fo_delivery(&e, "A1", "hh-1", "webhook", "{\"type\":\"webhook\"}", m, "r");
-    ASSERT_EQ(keng_store_exec(e.st, "UPDATE delivery_state SET status = 'dead', attempts = 8"),
-              0);
+    ASSERT_EQ(keng_store_exec(e.st, "UPDATE delivery_state SET status = 'dead', attempts = 8"), 0);
     ASSERT_EQ(keng_store_exec(e.st, "CREATE TEMP TRIGGER no_state BEFORE INSERT ON"
                                     " delivery_state BEGIN SELECT RAISE(FAIL, 'disk full'); END"),
               0);
@@ -834,7 +972,8 @@ TEST(fanout_recover_counts_list_redeliver)
     int64_t b = fo_delivery(&e, "A1", "hh-2", "file", "{}", m, "r");
     int64_t c3 = fo_delivery(&e, "A1", "hh-3", "webhook", "{}", m, "r");
     fo_delivery(&e, "A2", "hh-1", "webhook", "{}", m, "r");
-    ASSERT_EQ(keng_store_exec(e.st, "UPDATE delivery_state SET status = 'inflight' WHERE id <= 2"), 0);
+    ASSERT_EQ(keng_store_exec(e.st, "UPDATE delivery_state SET status = 'inflight' WHERE id <= 2"),
+              0);
     ASSERT_EQ(keng_outbox_recover(e.st), 2);
     ASSERT_STR_EQ(fo_get(&e, a).status, "pending");
     ASSERT_STR_EQ(fo_get(&e, b).status, "pending");
@@ -881,7 +1020,13 @@ TEST(fanout_recover_counts_list_redeliver)
 static int hanging(fo_env *e, void *arg)
 {
     (void)arg;
-    return fo_count(e, "status = 'inflight'") == 3; /* claimed and sent, no answer yet */
+    /* Claimed and sent, no answer yet: a claimed row is 'inflight' while its request is still
+     * being built, so the receiver's log says when all three were sent. */
+    if (fo_count(e, "status = 'inflight'") != 3) return 0;
+    char *log = fo_slurp(e->logs[0]);
+    int n = fo_lines(log);
+    free(log);
+    return n == 3;
 }
 
 /* A link builder that takes its time (it runs in the thread pool with the rest of a request's
@@ -1186,8 +1331,8 @@ static char *email_b64(const unsigned char *data, size_t len)
 }
 
 /* A link with '&' in it: the HTML must carry it escaped, the text as is. */
-static int email_amp_link(void *ud, struct keng_hmac_cache *macs, char kind,
-                          const char *alert_id, const char *recipient, keng_buf *out)
+static int email_amp_link(void *ud, struct keng_hmac_cache *macs, char kind, const char *alert_id,
+                          const char *recipient, keng_buf *out)
 {
     (void)ud, (void)macs;
     return keng_buf_printf(out, "http://keng.test/%c/%s?m=%s&t=x", kind, alert_id, recipient);
@@ -1333,26 +1478,28 @@ TEST(fanout_email_thumbnail_missing_or_from_text)
     fo_env e;
     fo_env_init(&e);
     unsigned char jpeg[700];
-    int port = email_sink_with_thumb(&e, THUMB_B, jpeg, sizeof jpeg); /* THUMB_A's file is missing */
+    int port =
+        email_sink_with_thumb(&e, THUMB_B, jpeg, sizeof jpeg); /* THUMB_A's file is missing */
     char photos[200];
     snprintf(photos, sizeof photos, "[\"http://keng.test/t/%s.jpg\"]", THUMB_A);
-    int64_t m1 = fo_message(&e, "A1", "alert", "email", "r", "Xem: " KENG_LINK_PLACEHOLDER,
-                            photos, "Tiêu đề", NULL);
+    int64_t m1 = fo_message(&e, "A1", "alert", "email", "r", "Xem: " KENG_LINK_PLACEHOLDER, photos,
+                            "Tiêu đề", NULL);
     char sql[512];
     snprintf(sql, sizeof sql,
-             "UPDATE messages SET html = '<html><body><p>Ảnh:</p><p><img alt=\"ảnh\" src=\""
-             KENG_PHOTO_PLACEHOLDER "\" width=\"280\"></p><p><a href=\"" KENG_LINK_PLACEHOLDER
+             "UPDATE messages SET html = '<html><body><p>Ảnh:</p><p><img alt=\"ảnh\" "
+             "src=\"" KENG_PHOTO_PLACEHOLDER
+             "\" width=\"280\"></p><p><a href=\"" KENG_LINK_PLACEHOLDER
              "\">Trả lời</a></p></body></html>' WHERE id = %lld",
              (long long)m1);
     ASSERT_EQ(keng_store_exec(e.st, sql), 0);
-    fo_delivery(&e, "A1", "hh-1", "email", "{\"type\":\"email\",\"address\":\"a@ward.test\"}",
-                m1, "r");
+    fo_delivery(&e, "A1", "hh-1", "email", "{\"type\":\"email\",\"address\":\"a@ward.test\"}", m1,
+                "r");
     /* No HTML of its own: the page made from the text shows the thumbnail too. */
     snprintf(photos, sizeof photos, "[\"http://keng.test/t/%s.jpg\"]", THUMB_B);
-    int64_t m2 = fo_message(&e, "A2", "alert", "email", "r", "Ông A & bà <B>", photos, "Tiêu đề",
-                            NULL);
-    fo_delivery(&e, "A2", "hh-2", "email", "{\"type\":\"email\",\"address\":\"b@ward.test\"}",
-                m2, "r");
+    int64_t m2 =
+        fo_message(&e, "A2", "alert", "email", "r", "Ông A & bà <B>", photos, "Tiêu đề", NULL);
+    fo_delivery(&e, "A2", "hh-2", "email", "{\"type\":\"email\",\"address\":\"b@ward.test\"}", m2,
+                "r");
     char url[64];
     keng_fanout_config c = email_cfg(&e, port, url);
     ASSERT(fo_run_engine(&e, &c, NULL, NULL, 8000, NULL));
@@ -1397,8 +1544,8 @@ TEST(fanout_email_thumbnail_read_once_for_all)
     int port = email_sink_with_thumb(&e, THUMB_B, jpeg, sizeof jpeg);
     char photos[200];
     snprintf(photos, sizeof photos, "[\"http://keng.test/t/%s.jpg\"]", THUMB_B);
-    int64_t m = fo_message(&e, "A3", "alert", "email", "r", "Tìm xe máy bị mất", photos,
-                           "Tiêu đề", NULL);
+    int64_t m =
+        fo_message(&e, "A3", "alert", "email", "r", "Tìm xe máy bị mất", photos, "Tiêu đề", NULL);
     enum { N = 12 };
     for (int i = 0; i < N; i++) {
         char rcp[16], addr[96];
@@ -1469,8 +1616,9 @@ TEST(fanout_text_fit_keeps_the_link_and_counts_utf16)
     m.text = "Mất xe máy Wave đỏ. Trả lời: " KENG_LINK_PLACEHOLDER " Cảm ơn.";
     keng_buf_reset(&out);
     ASSERT_EQ(keng_channel_text_fit(&req, 1024, 1, &out), 0);
-    ASSERT_STR_EQ(out.data, "Mất xe máy Wave đỏ. Trả lời: "
-                            "https://canhbao.example.vn/r/0123456789abcdef0123456789abcdef Cảm ơn.");
+    ASSERT_STR_EQ(out.data,
+                  "Mất xe máy Wave đỏ. Trả lời: "
+                  "https://canhbao.example.vn/r/0123456789abcdef0123456789abcdef Cảm ơn.");
     keng_buf_free(&out);
     keng_buf_free(&text);
 }
