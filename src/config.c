@@ -53,13 +53,14 @@ void keng_config_init(keng_config *c)
 
 void keng_config_free(keng_config *c)
 {
-    char **strs[] = {&c->listen,        &c->data_dir,          &c->groups_dir,
-                     &c->templates_dir, &c->public_url,        &c->config_file,
-                     &c->ward_name,     &c->ward_phone,        &c->zalo_base_url,
-                     &c->zalo_access_token, &c->telegram_base_url, &c->telegram_bot_token,
-                     &c->smtp_url,      &c->smtp_from,         &c->smtp_user,
-                     &c->smtp_password, &c->webhook_ca_file};
-    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) set_str(strs[i], NULL);
+    char **strs[] = {
+        &c->listen,         &c->data_dir,          &c->groups_dir,        &c->templates_dir,
+        &c->public_url,     &c->config_file,       &c->ward_name,         &c->ward_phone,
+        &c->zalo_base_url,  &c->zalo_access_token, &c->telegram_base_url, &c->telegram_bot_token,
+        &c->smtp_url,       &c->smtp_from,         &c->smtp_user,         &c->smtp_password,
+        &c->webhook_ca_file};
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
+        set_str(strs[i], NULL);
 }
 
 int keng_config_parse_quiet(const char *s, int *start_min, int *end_min)
@@ -145,9 +146,12 @@ static int apply(keng_config *c, const struct opt *o, const char *v, const char 
         snprintf(err, errlen, "%s: quiet-hours must be HH:MM-HH:MM or off, not \"%s\"", src, v);
         return -EINVAL;
     case OPT_BOOL:
-        if (!strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "on")) *(int *)p = 1;
-        else if (!strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "off")) *(int *)p = 0;
-        else break;
+        if (!strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "on"))
+            *(int *)p = 1;
+        else if (!strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "off"))
+            *(int *)p = 0;
+        else
+            break;
         return 0;
     case OPT_INT: {
         long n = strtol(v, &end, 10);
@@ -206,7 +210,8 @@ static int load_file(keng_config *c, const char *path, char *err, size_t errlen)
     cJSON *root = cJSON_ParseWithLengthOpts(data, n, &epos, 0);
     if (!root || !cJSON_IsObject(root)) {
         int line = 1;
-        for (const char *q = data; epos && q < epos; q++) line += *q == '\n';
+        for (const char *q = data; epos && q < epos; q++)
+            line += *q == '\n';
         snprintf(err, errlen, "%s:%d: the config file is not a valid JSON object", path, line);
         free(data);
         cJSON_Delete(root);
@@ -219,8 +224,10 @@ static int load_file(keng_config *c, const char *path, char *err, size_t errlen)
         if (!v) continue;
         char num[64];
         const char *s = NULL;
-        if (cJSON_IsString(v)) s = v->valuestring;
-        else if (cJSON_IsBool(v)) s = cJSON_IsTrue(v) ? "1" : "0";
+        if (cJSON_IsString(v))
+            s = v->valuestring;
+        else if (cJSON_IsBool(v))
+            s = cJSON_IsTrue(v) ? "1" : "0";
         else if (cJSON_IsNumber(v)) {
             snprintf(num, sizeof num, "%.0f", v->valuedouble);
             s = num;
@@ -238,11 +245,13 @@ static int load_file(keng_config *c, const char *path, char *err, size_t errlen)
 
 void keng_config_usage(void)
 {
-    fprintf(stderr, "usage: kengd [--listen ADDR:PORT] [--data DIR] [--groups DIR] [--templates DIR]\n"
-                    "             [--public-url URL] [--quiet-hours HH:MM-HH:MM|off] [--config FILE]\n"
-                    "Every flag may also be given as KENG_<FLAG> in the environment\n"
-                    "(e.g. KENG_PUBLIC_URL). Other settings:");
-    for (size_t i = 5; i < sizeof opts / sizeof opts[0]; i++) fprintf(stderr, " --%s", opts[i].flag);
+    fprintf(stderr,
+            "usage: kengd [--listen ADDR:PORT] [--data DIR] [--groups DIR] [--templates DIR]\n"
+            "             [--public-url URL] [--quiet-hours HH:MM-HH:MM|off] [--config FILE]\n"
+            "Every flag may also be given as KENG_<FLAG> in the environment\n"
+            "(e.g. KENG_PUBLIC_URL). Other settings:");
+    for (size_t i = 5; i < sizeof opts / sizeof opts[0]; i++)
+        fprintf(stderr, " --%s", opts[i].flag);
     fprintf(stderr, "\n");
 }
 
@@ -276,8 +285,10 @@ int keng_config_load(keng_config *c, int argc, char **argv, char *err, size_t er
 {
     const char *cfg = getenv("KENG_CONFIG");
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--config") && i + 1 < argc) cfg = argv[i + 1];
-        else if (!strncmp(argv[i], "--config=", 9)) cfg = argv[i] + 9;
+        if (!strcmp(argv[i], "--config") && i + 1 < argc)
+            cfg = argv[i + 1];
+        else if (!strncmp(argv[i], "--config=", 9))
+            cfg = argv[i] + 9;
     }
     if (cfg) {
         set_str(&c->config_file, cfg);
@@ -321,6 +332,20 @@ int keng_config_load(keng_config *c, int argc, char **argv, char *err, size_t er
         if (apply(c, o, v, "command line", err, errlen)) return -EINVAL;
     }
     size_t ul = strlen(c->public_url);
-    while (ul > 0 && c->public_url[ul - 1] == '/') c->public_url[--ul] = '\0';
+    while (ul > 0 && c->public_url[ul - 1] == '/')
+        c->public_url[--ul] = '\0';
+    /* Found out at start, not at the first alert: every webhook over TLS would fail on it. */
+    if (c->webhook_ca_file) {
+        FILE *f = fopen(c->webhook_ca_file, "rb");
+        if (!f) {
+            snprintf(err, errlen,
+                     "channels.webhook.ca_file: cannot read %s (%s); webhook receivers over TLS "
+                     "could not be checked: fix the path, or leave the setting out to use the "
+                     "system's CAs",
+                     c->webhook_ca_file, strerror(errno));
+            return -EINVAL;
+        }
+        fclose(f);
+    }
     return 0;
 }

@@ -99,3 +99,31 @@ TEST(config_public_url_default)
     ASSERT_STR_EQ(c.public_url, "http://127.0.0.1:8080");
     keng_config_free(&c);
 }
+
+/* A CA file for webhooks that cannot be read stops kengd at start, naming it, rather than
+ * failing every TLS webhook of the first alert. */
+TEST(config_unreadable_webhook_ca_file_is_refused_at_start)
+{
+    const char *argv[] = {"kengd", "--webhook-ca-file", "/nonexistent/ward-ca.pem", NULL};
+    unsetenv("KENG_CONFIG");
+    unsetenv("KENG_WEBHOOK_CA_FILE");
+    keng_config c;
+    keng_config_init(&c);
+    char err[512] = "";
+    ASSERT_EQ(keng_config_load(&c, 3, (char **)argv, err, sizeof err), -EINVAL);
+    ASSERT_STR_CONTAINS(err, "channels.webhook.ca_file");
+    ASSERT_STR_CONTAINS(err, "/nonexistent/ward-ca.pem");
+    ASSERT_STR_CONTAINS(err, "No such file");
+    keng_config_free(&c);
+    /* A readable one is taken. */
+    char path[] = "/tmp/keng-ca-XXXXXX";
+    int fd = mkstemp(path);
+    ASSERT_GE(fd, 0);
+    close(fd);
+    const char *ok[] = {"kengd", "--webhook-ca-file", path, NULL};
+    keng_config_init(&c);
+    ASSERT_EQ(keng_config_load(&c, 3, (char **)ok, err, sizeof err), 0);
+    ASSERT_STR_EQ(c.webhook_ca_file, path);
+    keng_config_free(&c);
+    unlink(path);
+}
