@@ -558,10 +558,13 @@ int keng_outbox_redeliver(keng_store *st, const char *alert_id)
 int keng_outbox_rehold(keng_store *st, int64_t now, int64_t not_before)
 {
     /* A pending row never tried whose time is still to come is one quiet hours held (a retry
-     * has attempts > 0): it waits for the quiet hours in force now, not the ones it met. */
-    sqlite3_stmt *s = keng_store_stmt(st, "UPDATE delivery_state SET next_at = ?2 WHERE status ="
-                                          " 'pending' AND next_at > ?1 AND attempts = 0 AND"
-                                          " next_at <> ?2");
+     * has attempts > 0): it waits for the quiet hours in force now, not the ones it met. Not a
+     * row of an immediate alert: quiet hours never hold those; one of its rows due later was
+     * given back by the engine (a receiver that hung), and must not wait for the morning. */
+    sqlite3_stmt *s = keng_store_stmt(
+        st, "UPDATE delivery_state SET next_at = ?2 WHERE status = 'pending' AND next_at > ?1"
+            " AND attempts = 0 AND next_at <> ?2 AND alert_id NOT IN (SELECT id FROM alerts"
+            " WHERE json_extract(doc, '$.urgency') = 'immediate')");
     if (!s) return -EIO;
     sqlite3_bind_int64(s, 1, now);
     sqlite3_bind_int64(s, 2, not_before > now ? not_before : 0);

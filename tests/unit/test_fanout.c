@@ -615,6 +615,35 @@ TEST(fanout_message_missing_is_dead)
     fo_env_done(&e);
 }
 
+/* At start, rows of expected alerts still held go by the quiet hours in force now; a row of an
+ * immediate alert that the engine gave back for later (its receiver hung) is not held till the
+ * morning by them. */
+TEST(fanout_rehold_leaves_an_immediate_alerts_given_back_rows)
+{
+    fo_env e;
+    fo_env_init(&e);
+    sqlite3 *db = keng_store_db(e.st);
+    ASSERT_EQ(sqlite3_exec(db,
+                           "INSERT INTO alerts (id, kind, status, revision, doc, created_at,"
+                           " updated_at) VALUES ('A-now', 'lost_elder', 'published', 1,"
+                           " '{\"urgency\":\"immediate\"}', 1, 1), ('A-day', 'scam_pattern',"
+                           " 'published', 1, '{\"urgency\":\"expected\"}', 1, 1)",
+                           NULL, NULL, NULL),
+              SQLITE_OK);
+    int64_t m = fo_message(&e, "A-now", "alert", "webhook", "r", "x", NULL, NULL, NULL);
+    const char *addr = "{\"type\":\"webhook\",\"url\":\"http://127.0.0.1:9/x\"}";
+    int64_t now_row = fo_delivery(&e, "A-now", "hh-1", "webhook", addr, m, "r");
+    int64_t day_row = fo_delivery(&e, "A-day", "hh-1", "webhook", addr, m, "r");
+    int64_t now = (int64_t)time(NULL), morning = now + 6 * 3600;
+    char sql[160];
+    snprintf(sql, sizeof sql, "UPDATE delivery_state SET next_at = %lld", (long long)now + 30);
+    ASSERT_EQ(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    ASSERT_EQ(keng_outbox_rehold(e.st, now, morning), 1);
+    ASSERT_EQ(fo_get(&e, now_row).next_at, now + 30);
+    ASSERT_EQ(fo_get(&e, day_row).next_at, morning);
+    fo_env_done(&e);
+}
+
 TEST(fanout_zalo_success_and_error)
 {
     fo_env e;
