@@ -1137,7 +1137,8 @@ int keng_tplset_load(const char *dir, keng_tplset **out, char *err, size_t errle
                                 s->dir, name);
             }
     /* The pages kengd serves (api_links.c): a missing one would be a 500 on a resident's phone. */
-    static const char *const PAGES[] = {"web/reply.html", "web/relay.html", "web/link.html"};
+    static const char *const PAGES[] = {"web/reply.html", "web/relay.html", "web/link.html",
+                                        "web/form_error.html"};
     for (size_t i = 0; i < COUNT(PAGES) && !rc; i++)
         if (!named_find(s->web, s->nweb, PAGES[i]))
             rc = seterr(err, errlen, -EINVAL,
