@@ -21,9 +21,20 @@ static void api_tokens_create(keng_call *c);
 
 /* The same path may repeat with other methods; a path's routes stay together. */
 #define R(m, p, fn, roles, ...)                                                                    \
-    {m, p, &(const keng_api_route){fn, roles, __VA_ARGS__, 0}}
+    {                                                                                              \
+        m, p, &(const keng_api_route)                                                              \
+        {                                                                                          \
+            fn, roles, __VA_ARGS__, 0                                                              \
+        }                                                                                          \
+    }
 /* A GET whose 200 answers are kept until the database changes (keng_api_respond_json). */
-#define RC(m, p, fn, roles) {m, p, &(const keng_api_route){fn, roles, 0, NULL, 1}}
+#define RC(m, p, fn, roles)                                                                        \
+    {                                                                                              \
+        m, p, &(const keng_api_route)                                                              \
+        {                                                                                          \
+            fn, roles, 0, NULL, 1                                                                  \
+        }                                                                                          \
+    }
 static const keng_route routes[] = {
     R("GET", "/healthz", api_healthz, 0, 0, NULL),
     R("GET", "/metrics", api_metrics, 0, 0, NULL),
@@ -64,6 +75,8 @@ static const keng_route routes[] = {
     R("POST", "/r/:token/replies", keng_api_reply_post, 0, 64 * 1024, NULL),
     R("GET", "/l/:token", keng_api_relay_page, 0, 0, NULL),
     R("POST", "/l/:token/relay", keng_api_relay_post, 0, 64 * 1024, NULL),
+    R("GET", "/r/:token/replies", keng_api_link_form_get, 0, 0, NULL),
+    R("GET", "/l/:token/relay", keng_api_link_form_get, 0, 0, NULL),
 };
 #undef R
 
@@ -107,7 +120,8 @@ static int bearer(const keng_http_req *req, const char **tok)
     if (!h) return -ENOENT;
     if (strncasecmp(h, "Bearer ", 7) != 0) return -EINVAL;
     h += 7;
-    while (*h == ' ') h++;
+    while (*h == ' ')
+        h++;
     *tok = h;
     return 0;
 }
@@ -127,7 +141,8 @@ static int token_lookup(keng_app *app, const char *tok, keng_principal *who)
     if (strlen(tok) != KENG_TOKEN_LEN) return -ENOENT;
     uint64_t now = uv_now(app->loop);
     unsigned h = 0;
-    for (const char *p = tok; *p; p++) h = h * 31 + (unsigned char)*p;
+    for (const char *p = tok; *p; p++)
+        h = h * 31 + (unsigned char)*p;
     h %= TOKEN_CACHE_SLOTS;
     if (token_cache[h].until > now && keng_auth_equal(token_cache[h].token, tok)) {
         *who = token_cache[h].who;
@@ -192,8 +207,8 @@ static void on_headers(keng_http_req *req, void *ud)
     }
     size_t max = c->route->max_body == KENG_BODY_CSV     ? app->cfg->max_csv_body
                  : c->route->max_body == KENG_BODY_IMAGE ? app->cfg->max_image_bytes
-                 : c->route->max_body      ? c->route->max_body
-                                           : app->cfg->max_json_body;
+                 : c->route->max_body                    ? c->route->max_body
+                                                         : app->cfg->max_json_body;
     keng_http_req_set_body_limit(req, max);
     if (c->route->on_headers) c->route->on_headers(c);
 }
@@ -345,7 +360,8 @@ cJSON *keng_api_json_body(keng_call *c)
         return NULL;
     }
     if (len == 0) {
-        keng_http_respond_error(c->req, 400, "invalid_json", "the body is empty; send a JSON object");
+        keng_http_respond_error(c->req, 400, "invalid_json",
+                                "the body is empty; send a JSON object");
         return NULL;
     }
     if (!keng_utf8_valid(body, len)) {
@@ -357,8 +373,10 @@ cJSON *keng_api_json_body(keng_call *c)
     for (size_t i = 0; i < len; i++) {
         char ch = body[i];
         if (in_str) {
-            if (ch == '\\') i++;
-            else if (ch == '"') in_str = 0;
+            if (ch == '\\')
+                i++;
+            else if (ch == '"')
+                in_str = 0;
         } else if (ch == '"') {
             in_str = 1;
         } else if (ch == '{' || ch == '[') {
@@ -430,8 +448,9 @@ int keng_api_paging(keng_call *c, int *limit, int *offset)
 
 int keng_api_metrics(keng_app *app, keng_buf *out)
 {
-    int rc = keng_buf_puts(out, "# HELP keng_http_requests_total HTTP requests by route and status.\n"
-                                "# TYPE keng_http_requests_total counter\n");
+    int rc =
+        keng_buf_puts(out, "# HELP keng_http_requests_total HTTP requests by route and status.\n"
+                           "# TYPE keng_http_requests_total counter\n");
     for (int i = 0; i < app->nmetrics && !rc; i++)
         rc = keng_buf_printf(out, "keng_http_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
                              app->metrics[i].label, app->metrics[i].status,
@@ -440,9 +459,9 @@ int keng_api_metrics(keng_app *app, keng_buf *out)
         rc = keng_buf_puts(out, "# HELP keng_http_request_seconds_sum Time spent answering.\n"
                                 "# TYPE keng_http_request_seconds_sum counter\n");
     for (int i = 0; i < app->nmetrics && !rc; i++)
-        rc = keng_buf_printf(out, "keng_http_request_seconds_sum{route=\"%s\",status=\"%d\"} %.6f\n",
-                             app->metrics[i].label, app->metrics[i].status,
-                             (double)app->metrics[i].us_sum / 1e6);
+        rc = keng_buf_printf(
+            out, "keng_http_request_seconds_sum{route=\"%s\",status=\"%d\"} %.6f\n",
+            app->metrics[i].label, app->metrics[i].status, (double)app->metrics[i].us_sum / 1e6);
     if (!rc)
         rc = keng_buf_printf(out,
                              "# HELP keng_http_connections Open HTTP connections.\n"
@@ -476,7 +495,6 @@ static void api_healthz(keng_call *c)
     keng_http_respond(c->req, 200, "application/json", ok, sizeof ok - 1);
 }
 
-
 static void api_metrics(keng_call *c)
 {
     keng_buf out;
@@ -493,7 +511,6 @@ static void api_metrics(keng_call *c)
                            keng_buf_steal(&out), n);
 }
 
-
 static void api_tokens_create(keng_call *c)
 {
     cJSON *j = keng_api_json_body(c);
@@ -508,7 +525,8 @@ static void api_tokens_create(keng_call *c)
         keng_api_field_error(c, "name", "name must be a string of at most 120 bytes");
     } else if (r == KENG_ROLE_LEADER && !cJSON_IsString(group)) {
         keng_api_field_error(c, "group", "a leader token is scoped to a group: give its id");
-    } else if (group && (!cJSON_IsString(group) || !keng_api_group_exists(c->app, group->valuestring))) {
+    } else if (group &&
+               (!cJSON_IsString(group) || !keng_api_group_exists(c->app, group->valuestring))) {
         keng_api_field_error(c, "group", "no such group");
     } else {
         char tok[KENG_TOKEN_LEN + 1];

@@ -337,6 +337,13 @@ static void see_other(keng_call *c, char kind, const char *query)
     keng_http_respond(c->req, 303, "text/plain; charset=utf-8", "", 0);
 }
 
+void keng_api_link_form_get(keng_call *c)
+{
+    /* The path says which link: /r/TOKEN/replies or /l/TOKEN/relay. The page itself checks
+     * the token; this only leads there. */
+    see_other(c, keng_http_req_path(c->req)[1] == 'l' ? 'l' : 'r', "");
+}
+
 /* A form post that asks for an answer a person can read: errors go back as a page. A script
  * posting a form with "Accept: application/json" keeps JSON, as for the pages themselves. */
 static int form_wants_html(keng_call *c)

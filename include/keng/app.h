@@ -3,7 +3,8 @@
  * lives until the request is answered.
  *
  * Handler contract: a handler answers exactly once, now or later, with keng_http_respond*().
- * It may keep per-request state in call->state (freed by call->state_free when the request ends). */
+ * It may keep per-request state in call->state (freed by call->state_free when the request ends).
+ */
 #ifndef KENG_APP_H
 #define KENG_APP_H
 
@@ -152,6 +153,8 @@ void keng_api_reply_page(keng_call *c);
 void keng_api_reply_post(keng_call *c);
 void keng_api_relay_page(keng_call *c);
 void keng_api_relay_post(keng_call *c);
+/* GET of a form's target (a reload, a copied address): back to the link's page. */
+void keng_api_link_form_get(keng_call *c);
 
 /* Shared between resource files. */
 int keng_api_group_exists(keng_app *app, const char *id);

@@ -505,6 +505,21 @@ TEST_TIMEOUT(e2e_links_relay_form_errors_are_pages, 60)
     ASSERT(!strstr(r.body, "tự động")); /* the leader relayed it, not the timeout */
     resp_free(&r);
 
+    /* the form's address opened as a page (a reload, a copied link) leads back to the page */
+    char loc[192];
+    http(&k, "GET", post, "", NULL, NULL, 0, &r);
+    ASSERT_EQ(r.status, 303);
+    snprintf(loc, sizeof loc, "Location: %s\r\n", lpath);
+    ASSERT_STR_CONTAINS(r.headers, loc);
+    resp_free(&r);
+    char rpost[160];
+    snprintf(rpost, sizeof rpost, "/r/%s/replies", lpath + 3);
+    http(&k, "GET", rpost, "", NULL, NULL, 0, &r);
+    ASSERT_EQ(r.status, 303);
+    snprintf(loc, sizeof loc, "Location: /r/%s\r\n", lpath + 3);
+    ASSERT_STR_CONTAINS(r.headers, loc);
+    resp_free(&r);
+
     /* JSON clients keep the JSON error (DESIGN §8), and so does a script asking for JSON */
     http(&k, "POST", post, "", "application/json", "{}", 2, &r);
     ASSERT_EQ(r.status, 409);
