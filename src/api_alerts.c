@@ -491,17 +491,60 @@ static cJSON *stats_json(const keng_publish_stats *ps)
     return o;
 }
 
-static void view_free(void *p)
+/* What a publication or a change answers with once its job is done (c->state). */
+typedef struct fanout_answer {
+    cJSON *view;         /* the alert as stored */
+    int64_t quiet_until; /* its messages wait until then (quiet hours); 0: they go now */
+} fanout_answer;
+
+static void fanout_answer_free(void *p)
 {
-    cJSON_Delete(p);
+    fanout_answer *fa = p;
+    if (!fa) return;
+    cJSON_Delete(fa->view);
+    free(fa);
 }
 
-/* The answer to a publication or a change once its job is done: the alert (c->state) with the
- * counts of the fan-out it started. */
+/* Hands view to the call's answer; 0, or -ENOMEM after freeing view. */
+static int fanout_answer_set(keng_call *c, cJSON *view, int64_t quiet_until)
+{
+    fanout_answer *fa = calloc(1, sizeof *fa);
+    if (!fa) {
+        cJSON_Delete(view);
+        return -ENOMEM;
+    }
+    fa->view = view;
+    fa->quiet_until = quiet_until;
+    c->state = fa;
+    c->state_free = fanout_answer_free;
+    return 0;
+}
+
+/* An officer who publishes at 23:00 must learn that nothing leaves before the quiet hours end:
+ * when, for people (the ward's offset) and for programs (unix seconds); null when nothing waits. */
+static void add_quiet_until(cJSON *fanout, int64_t until, int tz_offset_min)
+{
+    char when[KENG_TIME_RFC3339_MAX];
+    if (until > 0 && keng_time_format(until, tz_offset_min, when, sizeof when) == 0) {
+        cJSON_AddStringToObject(fanout, "quiet_until", when);
+        cJSON_AddNumberToObject(fanout, "quiet_until_unix", (double)until);
+    } else {
+        cJSON_AddNullToObject(fanout, "quiet_until");
+        cJSON_AddNullToObject(fanout, "quiet_until_unix");
+    }
+}
+
+/* The answer to a publication or a change once its job is done: the alert with the counts of
+ * the fan-out it started and, during quiet hours, until when its messages wait. */
 static void answer_with_counts(keng_call *c, int rc, const keng_publish_stats *ps)
 {
-    cJSON *view = c->state;
+    fanout_answer *fa = c->state;
+    cJSON *view = fa->view;
+    int64_t quiet_until = fa->quiet_until;
+    fa->view = NULL;
+    fanout_answer_free(fa);
     c->state = NULL;
+    c->state_free = NULL;
     if (rc) {
         keng_http_respond_error(c->req, 503, "publish_delayed",
                                 "alert %s is stored; writing its messages is held up (%s) and "
@@ -512,7 +555,9 @@ static void answer_with_counts(keng_call *c, int rc, const keng_publish_stats *p
         cJSON_Delete(view);
         return;
     }
-    cJSON_AddItemToObject(view, "fanout", stats_json(ps));
+    cJSON *fanout = stats_json(ps);
+    add_quiet_until(fanout, quiet_until, c->app->cfg->tz_offset_min);
+    cJSON_AddItemToObject(view, "fanout", fanout);
     keng_http_respond_json(c->req, 200, view);
 }
 
@@ -550,10 +595,13 @@ static void revise_and_fan_out(keng_call *c, alert_row *a, const char *event, co
         return;
     }
     keng_api_alert_changed(c->app, a->id);
-    c->state = view;
-    c->state_free = view_free;
+    /* The job's messages wait for the same end of the quiet hours that begin_event gave them. */
+    int oom = fanout_answer_set(c, view, job ? keng_publish_view_not_before(&pc, view) : 0);
     keng_pubq_kick(c->app->pubq);
-    keng_api_after_jobs(c, &job, job ? 1 : 0, answer_with_counts);
+    if (oom)
+        keng_http_respond_error(c->req, 500, "internal", "out of memory");
+    else
+        keng_api_after_jobs(c, &job, job ? 1 : 0, answer_with_counts);
 }
 
 static int is_final(const char *status)
@@ -660,10 +708,12 @@ void keng_api_alerts_publish(keng_call *c)
          * chunks, each sent as soon as it is written. */
         if (c->app->fanout) keng_fanout_kick(c->app->fanout);
         keng_api_alert_changed(c->app, a.id);
-        c->state = view;
-        c->state_free = view_free;
+        int oom = fanout_answer_set(c, view, keng_publish_view_not_before(&pc, view));
         keng_pubq_kick(c->app->pubq);
-        keng_api_after_jobs(c, &job, 1, answer_with_counts);
+        if (oom)
+            keng_http_respond_error(c->req, 500, "internal", "out of memory");
+        else
+            keng_api_after_jobs(c, &job, 1, answer_with_counts);
     }
     alert_row_free(&a);
 }

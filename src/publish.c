@@ -54,6 +54,12 @@ int64_t keng_publish_not_before(const keng_config *cfg, const char *urgency, int
     return end_local - (int64_t)cfg->tz_offset_min * 60;
 }
 
+int64_t keng_publish_view_not_before(const keng_publish_ctx *c, const cJSON *view)
+{
+    const char *urgency = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(view, "urgency"));
+    return keng_publish_not_before(c->cfg, urgency, c->now);
+}
+
 /* Ends the transaction begun by the caller: committed when rc is 0, else rolled back. */
 static int tx_end(keng_store *st, int rc)
 {
@@ -645,7 +651,7 @@ int keng_publish_begin_alert(const keng_publish_ctx *c, const char *alert_id, in
     memset(&st, 0, sizeof st);
     const char *urgency = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(view, "urgency"));
     int immediate = urgency && !strcmp(urgency, "immediate");
-    int64_t next_at = keng_publish_not_before(c->cfg, urgency, c->now);
+    int64_t next_at = keng_publish_view_not_before(c, view);
     char *groups = NULL, *relay_groups = NULL;
     int rc = keng_store_begin(c->st);
     if (rc) return rc;
@@ -719,10 +725,9 @@ int keng_publish_begin_event(const keng_publish_ctx *c, const char *alert_id, in
     memset(&st, 0, sizeof st);
     int rc = keng_store_begin(c->st);
     if (rc) return rc;
-    const char *urgency = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(view, "urgency"));
     /* A resolution or a cancellation is good news: it may wait for the morning like the
      * alert itself; an update of an immediate alert goes at once. */
-    int64_t next_at = keng_publish_not_before(c->cfg, urgency, c->now);
+    int64_t next_at = keng_publish_view_not_before(c, view);
     if (!strcmp(event, "resolve") || !strcmp(event, "cancel")) {
         sqlite3_stmt *s = keng_store_stmt(
             c->st, "UPDATE relays SET state = 'closed' WHERE alert_id = ? AND state = 'waiting'");
@@ -776,8 +781,7 @@ int keng_publish_begin_relay(const keng_publish_ctx *c, const char *alert_id, co
         rc = step_done(s);
         if (!rc && sqlite3_changes(keng_store_db(c->st)) == 0) rc = -EALREADY;
     }
-    const char *urgency = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(view, "urgency"));
-    int64_t next_at = keng_publish_not_before(c->cfg, urgency, c->now);
+    int64_t next_at = keng_publish_view_not_before(c, view);
     if (!rc) {
         keng_publish_stats st;
         memset(&st, 0, sizeof st);

@@ -55,8 +55,7 @@ int keng_publish_begin_alert(const keng_publish_ctx *c, const char *alert_id, in
                              const cJSON *view, const char *actor, int64_t *job);
 /* update / resolve / cancel: exactly the recipients the alert reached (state sent). */
 int keng_publish_begin_event(const keng_publish_ctx *c, const char *alert_id, int revision,
-                             const char *event, const cJSON *view, const char *actor,
-                             int64_t *job);
+                             const char *event, const cJSON *view, const char *actor, int64_t *job);
 /* A leader (or the timeout, by "keng") relays: held households of group_id get the alert with
  * the note. -EALREADY when the group is not waiting (relayed already, or closed). */
 int keng_publish_begin_relay(const keng_publish_ctx *c, const char *alert_id, const char *group_id,
@@ -76,6 +75,9 @@ int keng_publish_alert(const keng_publish_ctx *c, const char *alert_id, int revi
 /* Quiet hours: when the alert's urgency may wait and now is inside the window, the time it
  * ends; else 0 (send now). */
 int64_t keng_publish_not_before(const keng_config *cfg, const char *urgency, int64_t now);
+/* The same for the alert whose API view is view, at c->now: the next_at that begin_alert,
+ * begin_event and begin_relay give the messages they write — what the officer is told. */
+int64_t keng_publish_view_not_before(const keng_publish_ctx *c, const cJSON *view);
 /* Renders the message for (event, lang, channel) as recipients see it (preview). */
 int keng_publish_render(const keng_publish_ctx *c, const cJSON *view, const char *event,
                         const char *lang, const char *channel, const char *link_kind,

@@ -34,6 +34,9 @@ typedef struct keng_cli {
     char *url;    /* base URL without a trailing '/' */
     char *token;  /* may be NULL: the request then goes without Authorization */
     void *curl;   /* CURL *, created on first request */
+    /* The request's fields came from flags (alert new|update, members add): a field kengd
+     * refuses is named with its flag too. */
+    int fields_are_flags;
 } keng_cli;
 
 void keng_cli_free(keng_cli *c);
@@ -65,8 +68,8 @@ typedef struct keng_cli_args {
 int keng_cli_args_parse(keng_cli *c, int argc, char **argv, const char *const *bools,
                         int url_is_field, keng_cli_args *a);
 void keng_cli_args_free(keng_cli_args *a);
-/* Prints "keng: unknown option --x" / "unexpected argument" for the first option not in
- * known (NULL-terminated) or positional beyond max_pos; returns KENG_CLI_USAGE, or 0. */
+/* Names the first option not in known (NULL-terminated), or the first positional beyond
+ * max_pos, on stderr; returns KENG_CLI_USAGE, or 0. */
 int keng_cli_args_check(const keng_cli_args *a, const char *const *known, int max_pos);
 /* The last value of --name, or NULL. */
 const char *keng_cli_args_get(const keng_cli_args *a, const char *name);
@@ -75,8 +78,17 @@ int keng_cli_args_has(const keng_cli_args *a, const char *name);
 
 /* Prints text to stdout (help) or "keng: msg" and text to stderr (usage error). */
 int keng_cli_usage(const char *text, int to_stdout);
-/* "keng: ..." on stderr; returns KENG_CLI_FAIL. */
-int keng_cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* What keng tells a person on stderr is Vietnamese first, English second — the officer who
+ * reads it at 2 a.m. may stop after the first half — in one shape: "keng: VI / EN", then, for
+ * what needs no translation (a path, an id, a flag, a reason from the system), ": DETAIL". */
+int keng_cli_say(const char *vi, const char *en); /* returns KENG_CLI_FAIL */
+void keng_cli_sayf(const char *vi, const char *en, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* keng_cli_sayf, then returns KENG_CLI_FAIL. */
+int keng_cli_fail(const char *vi, const char *en, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* "keng: hết bộ nhớ / out of memory"; returns KENG_CLI_FAIL. */
+int keng_cli_nomem(void);
 
 /* ---- HTTP ---- */
 
@@ -148,8 +160,8 @@ void keng_cli_table_row(keng_cli_table *t, const char *const *cells);
 void keng_cli_table_print(keng_cli_table *t); /* prints and frees */
 
 /* Text of a JSON value for a table cell or a "key: value" line (strings as is, numbers without
- * a trailing ".0", booleans "có"/"không", arrays of scalars joined by ", ", anything else as
- * compact JSON). Writes into out (truncated to len). */
+ * a trailing ".0", booleans "có / yes" or "không / no", arrays of scalars joined by ", ", anything
+ * else as compact JSON). Writes into out (truncated to len). */
 const char *keng_cli_value_text(const cJSON *v, char *out, size_t len);
 /* "key: value" lines for every non-null member of obj except the names in skip (NULL-terminated,
  * may be NULL). */

@@ -23,8 +23,8 @@ static const char usage_text[] =
     "  keng alert deliveries ID [--status S] [--limit N] [--offset N]\n"
     "  keng alert redeliver ID              gửi lại lượt lỗi / re-queue failed deliveries\n"
     "\n"
-    "KIND: lost_elder, lost_elder_found, suspicious_vehicle, scam_pattern, other.\n"
-    "Fields (flag = field with '-' for '_'):\n"
+    "Loại / KIND: lost_elder, lost_elder_found, suspicious_vehicle, scam_pattern, other.\n"
+    "Trường (tùy chọn = tên trường, '-' thay cho '_') / fields (flag = field with '-' for '_'):\n"
     "  lost_elder:  --person-name --age --last-seen-at --last-seen-place [--sex --description\n"
     "               --medical-notes --contact-phone]; found: --direction found --found-at\n"
     "               --found-place --description [--where-staying]\n"
@@ -33,13 +33,19 @@ static const char usage_text[] =
     "  scam_pattern: --pattern-type --script-summary [--phone-number … --bank-account …\n"
     "               --url … --advice]\n"
     "  other:       --title --body\n"
-    "  common:      --title --body --urgency --severity --expires-at --public\n"
+    "  chung / common: --title --body --urgency --severity --expires-at --public\n"
     "               --footage-from --footage-to --footage-note --lat --lon --radius-m\n"
-    "Times like '2026-11-23 06:15' are read as Vietnam time (+07:00).\n"
-    "--photo FILE uploads a JPEG or PNG first. --group / --kind-target / --all choose who\n"
-    "receives it. update replaces the members given (photos, targets as a whole).\n"
-    "Here --url is the alert field urls[]; give kengd's address before the command:\n"
-    "keng --url http://… alert new ….\n";
+    "--urgency immediate|expected|future (mặc định / default: lost_elder immediate, còn lại /\n"
+    "  others expected). Tin không khẩn chờ hết giờ yên tĩnh (mặc định 22:00–06:00) mới gửi /\n"
+    "  alerts that are not immediate wait for the end of the quiet hours (default 22:00–06:00).\n"
+    "Giờ như '2026-11-23 06:15' là giờ Việt Nam (+07:00) / such times are Vietnam time.\n"
+    "--photo FILE: tải ảnh JPEG hoặc PNG lên trước / uploads a JPEG or PNG first.\n"
+    "--group, --kind-target, --all: chọn người nhận / choose who receives it.\n"
+    "update thay các trường được nêu (photos, targets thay cả cụm) / update replaces the members\n"
+    "  given (photos, targets as a whole).\n"
+    "Ở đây --url là trường urls[] của tin báo; địa chỉ kengd ghi trước lệnh / here --url is the\n"
+    "  alert field urls[]; give kengd's address before the command:\n"
+    "  keng --url http://… alert new …\n";
 
 enum ftype {
     F_STR,
@@ -115,7 +121,7 @@ static int parse_num(const char *flag, const char *v, double *out)
     char *end;
     *out = v ? strtod(v, &end) : 0;
     if (!v || end == v || *end) {
-        fprintf(stderr, "keng: --%s needs a number, not '%s'\n", flag, v ? v : "");
+        keng_cli_sayf("cần một con số", "needs a number", "--%s '%s'", flag, v ? v : "");
         return KENG_CLI_USAGE;
     }
     return 0;
@@ -165,17 +171,20 @@ static int upload_photo(keng_cli *c, const char *path, cJSON *photos)
     const char *ct = image_type(path, &b);
     if (!ct) {
         keng_buf_free(&b);
-        return keng_cli_fail("%s is not a JPEG or PNG photo", path);
+        return keng_cli_fail("không phải ảnh JPEG hay PNG", "not a JPEG or PNG photo", "%s", path);
     }
     keng_cli_reply r;
     int rc = keng_cli_request(c, "POST", "/v1/media", ct, b.data ? b.data : "", b.len, 0, &r);
     keng_buf_free(&b);
     const char *id = keng_cli_str(r.json, "id");
-    if (!rc && !*id) rc = keng_cli_fail("kengd did not return an id for %s", path);
+    if (!rc && !*id)
+        rc = keng_cli_fail("kengd không trả về mã của ảnh", "kengd returned no id for the photo",
+                           "%s", path);
     if (!rc)
         cJSON_AddItemToArray(photos, cJSON_CreateString(id));
     else
-        fprintf(stderr, "keng: the photo %s was not uploaded; nothing was created\n", path);
+        keng_cli_sayf("chưa tải ảnh lên được; chưa tạo tin báo nào",
+                      "the photo was not uploaded; nothing was created", "%s", path);
     keng_cli_reply_free(&r);
     return rc;
 }
@@ -199,9 +208,9 @@ static int build_doc(keng_cli *c, const keng_cli_args *a, cJSON *doc)
             break;
         case F_STR: {
             char *name = flag_to_field(flag);
-            if (!name) return keng_cli_fail("out of memory");
+            if (!name) return keng_cli_nomem();
             if (!v) {
-                fprintf(stderr, "keng: --%s needs a value\n", flag);
+                keng_cli_sayf("thiếu giá trị", "needs a value", "--%s", flag);
                 free(name);
                 return KENG_CLI_USAGE;
             }
@@ -221,7 +230,7 @@ static int build_doc(keng_cli *c, const keng_cli_args *a, cJSON *doc)
             break;
         case F_BOOL:
             if (parse_bool(v, &on)) {
-                fprintf(stderr, "keng: --%s=%s: say true or false\n", flag, v);
+                keng_cli_sayf("hãy ghi true hoặc false", "say true or false", "--%s=%s", flag, v);
                 return KENG_CLI_USAGE;
             }
             put(doc, f->field, cJSON_CreateBool(on));
@@ -240,7 +249,7 @@ static int build_doc(keng_cli *c, const keng_cli_args *a, cJSON *doc)
             break;
         case F_TARGET_ALL:
             if (parse_bool(v, &on)) {
-                fprintf(stderr, "keng: --all=%s: say true or false\n", v);
+                keng_cli_sayf("hãy ghi true hoặc false", "say true or false", "--all=%s", v);
                 return KENG_CLI_USAGE;
             }
             put(sub_object(doc, "targets"), "all", cJSON_CreateBool(on));
@@ -264,7 +273,7 @@ static int alert_path(keng_buf *p, const char *id, const char *suffix)
     if (keng_buf_puts(p, "/v1/alerts/") || keng_cli_buf_esc(p, id) ||
         (suffix && keng_buf_puts(p, suffix))) {
         keng_buf_free(p);
-        return keng_cli_fail("the alert id is too long");
+        return keng_cli_say("mã tin báo quá dài", "the alert id is too long");
     }
     return 0;
 }
@@ -294,16 +303,59 @@ void keng_cli_alert_summary(const cJSON *a, char *out, size_t len)
     }
 }
 
-/* first: the publication, which chooses the recipients; an update, resolve or cancel only
- * writes one message to each of those same recipients (kengd counts no groups or recipients for
- * it), so for those the number of messages is what means something. */
-static void print_fanout(const char *verb, const cJSON *view, int first)
+static const char *status_label(const char *status)
+{
+    static const struct {
+        const char *en, *both;
+    } t[] = {{"draft", "nháp / draft"},
+             {"published", "đã phát / published"},
+             {"resolved", "đã kết thúc / resolved"},
+             {"cancelled", "đã huỷ / cancelled"},
+             {"expired", "hết hạn / expired"}};
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        if (!strcmp(t[i].en, status)) return t[i].both;
+    return status;
+}
+
+/* kengd's times are RFC 3339 in the ward's offset ("2026-12-06T06:00:00+07:00"); an officer reads
+ * "06:00 06/12/2026 (+07:00)". Anything else is shown as it came. */
+static void local_time_text(const char *iso, char *out, size_t len)
+{
+    int y, mo, d, h, mi;
+    char zone[8] = "";
+    if (sscanf(iso, "%4d-%2d-%2dT%2d:%2d:%*2d%7s", &y, &mo, &d, &h, &mi, zone) >= 5)
+        snprintf(out, len, "%02d:%02d %02d/%02d/%04d%s%s%s", h, mi, d, mo, y, *zone ? " (" : "",
+                 zone, *zone ? ")" : "");
+    else
+        snprintf(out, len, "%s", iso);
+}
+
+/* During quiet hours kengd holds the messages of an alert that is not immediate
+ * (fanout.quiet_until): the officer must not think they went. An update with urgency immediate
+ * goes at once, so that is the way to reach people now; a resolution or cancellation has none. */
+static void print_quiet_hold(const cJSON *view, const cJSON *fanout, const char *event)
+{
+    const char *until = keng_cli_str(fanout, "quiet_until");
+    if (!*until) return;
+    char when[64];
+    local_time_text(until, when, sizeof when);
+    printf("  Giờ yên tĩnh, tin chờ đến / quiet hours, messages wait until: %s\n", when);
+    if (!strcmp(event, "publish") || !strcmp(event, "update"))
+        printf("  Cần gửi ngay, gửi bản cập nhật khẩn / to send now, send an immediate update:\n"
+               "    keng alert update %s --urgency immediate\n",
+               keng_cli_str(view, "id"));
+}
+
+/* event publish: the publication, which chooses the recipients; an update, resolve or cancel
+ * only writes one message to each of those same recipients (kengd counts no groups or
+ * recipients for it), so for those the number of messages is what means something. */
+static void print_fanout(const char *verb, const cJSON *view, const char *event)
 {
     const cJSON *f = cJSON_GetObjectItemCaseSensitive(view, "fanout");
-    printf("%s %s (revision %.0f, %s)\n", verb, keng_cli_str(view, "id"),
-           keng_cli_num(view, "revision", 0), keng_cli_str(view, "status"));
+    printf("%s %s (bản / revision %.0f, %s)\n", verb, keng_cli_str(view, "id"),
+           keng_cli_num(view, "revision", 0), status_label(keng_cli_str(view, "status")));
     if (!f) return;
-    if (!first) {
+    if (strcmp(event, "publish")) {
         double n = keng_cli_num(f, "deliveries", 0);
         if (n > 0)
             printf("  Lượt gửi / deliveries:       %.0f (tới những người đã nhận thông báo / "
@@ -312,29 +364,32 @@ static void print_fanout(const char *verb, const cJSON *view, int first)
         else
             printf("  Không có tin nào cần gửi: chưa ai nhận thông báo này / nothing to send: no "
                    "one had received this alert\n");
-        return;
+    } else {
+        printf("  Nhóm / groups:               %.0f\n", keng_cli_num(f, "groups", 0));
+        printf("  Người nhận / recipients:     %.0f\n", keng_cli_num(f, "recipients", 0));
+        printf("  Lượt gửi / deliveries:       %.0f\n", keng_cli_num(f, "deliveries", 0));
+        double held = keng_cli_num(f, "held", 0), unreach = keng_cli_num(f, "unreachable", 0);
+        if (held) printf("  Chờ tổ trưởng / held for leader relay: %.0f\n", held);
+        if (unreach) printf("  Không liên lạc được / unreachable: %.0f\n", unreach);
     }
-    printf("  Nhóm / groups:               %.0f\n", keng_cli_num(f, "groups", 0));
-    printf("  Người nhận / recipients:     %.0f\n", keng_cli_num(f, "recipients", 0));
-    printf("  Lượt gửi / deliveries:       %.0f\n", keng_cli_num(f, "deliveries", 0));
-    double held = keng_cli_num(f, "held", 0), unreach = keng_cli_num(f, "unreachable", 0);
-    if (held) printf("  Chờ tổ trưởng / held for leader relay: %.0f\n", held);
-    if (unreach) printf("  Không liên lạc được / unreachable: %.0f\n", unreach);
+    print_quiet_hold(view, f, event);
 }
 
-/* POSTs body (may be NULL) to /v1/alerts/ID/<action> and prints the fan-out summary. */
-static int lifecycle(keng_cli *c, const char *id, const char *action, const cJSON *body,
+/* POSTs body (may be NULL) to /v1/alerts/ID/<event> and prints the fan-out summary. */
+static int lifecycle(keng_cli *c, const char *id, const char *event, const cJSON *body,
                      const char *verb)
 {
     keng_buf p;
-    if (alert_path(&p, id, action)) return KENG_CLI_FAIL;
+    char suffix[32];
+    snprintf(suffix, sizeof suffix, "/%s", event);
+    if (alert_path(&p, id, suffix)) return KENG_CLI_FAIL;
     keng_cli_reply r;
     int rc = keng_cli_request_json(c, "POST", p.data, body, &r);
     keng_buf_free(&p);
     if (!rc && c->json)
         keng_cli_print_raw(&r);
     else if (!rc)
-        print_fanout(verb, r.json, strcmp(action, "/publish") == 0);
+        print_fanout(verb, r.json, event);
     keng_cli_reply_free(&r);
     return rc;
 }
@@ -345,9 +400,10 @@ static int cmd_new(keng_cli *c, const keng_cli_args *a)
 {
     const char *kind = a->npos ? a->pos[0] : keng_cli_args_get(a, "kind");
     if (!kind || a->npos > 1) {
-        fprintf(stderr,
-                kind ? "keng: unexpected argument '%s'\n" : "keng: alert new needs a KIND%s\n",
-                kind ? a->pos[1] : "");
+        if (kind)
+            keng_cli_sayf("thừa tham số", "unexpected argument", "'%s'", a->pos[1]);
+        else
+            keng_cli_say("alert new cần loại tin báo (KIND)", "alert new needs a KIND");
         return keng_cli_usage(usage_text, 0);
     }
     cJSON *doc = cJSON_CreateObject();
@@ -359,12 +415,13 @@ static int cmd_new(keng_cli *c, const keng_cli_args *a)
     } else if (k) {
         cJSON_AddStringToObject(doc, "kind", k);
     } else {
-        rc = keng_cli_fail("out of memory");
+        rc = keng_cli_nomem();
     }
     free(k);
     if (!rc) rc = build_doc(c, a, doc);
     if (rc == KENG_CLI_USAGE) rc = keng_cli_usage(usage_text, 0);
     keng_cli_reply r = {0};
+    c->fields_are_flags = 1;
     if (!rc) rc = keng_cli_request_json(c, "POST", "/v1/alerts", doc, &r);
     cJSON_Delete(doc);
     if (rc) {
@@ -379,7 +436,7 @@ static int cmd_new(keng_cli *c, const keng_cli_args *a)
     else if (!c->json)
         puts(id);
     keng_cli_reply_free(&r);
-    if (publish) rc = lifecycle(c, id, "/publish", NULL, "Đã phát / published");
+    if (publish) rc = lifecycle(c, id, "publish", NULL, "Đã phát / published");
     return rc;
 }
 
@@ -392,7 +449,7 @@ static int cmd_list(keng_cli *c, const keng_cli_args *a)
     cJSON *all = NULL;
     int rc = 0;
     if (keng_cli_buf_path_query(&p, "/v1/alerts", a, known))
-        rc = keng_cli_fail("the query is too long");
+        rc = keng_cli_say("truy vấn quá dài", "the query is too long");
     if (!rc) rc = keng_cli_get_all(c, p.data, &all);
     keng_buf_free(&p);
     if (rc) return rc;
@@ -474,7 +531,7 @@ static int cmd_preview(keng_cli *c, const keng_cli_args *a)
     keng_buf_init(&q, 1024);
     if (keng_cli_buf_path_query(&q, "/preview", a, known)) {
         keng_buf_free(&q);
-        return keng_cli_fail("the query is too long");
+        return keng_cli_say("truy vấn quá dài", "the query is too long");
     }
     keng_cli_reply r;
     int rc = get_and(c, a->pos[0], q.data, &r);
@@ -498,19 +555,21 @@ static int cmd_update(keng_cli *c, const keng_cli_args *a)
     int rc = build_doc(c, a, doc);
     if (rc == KENG_CLI_USAGE) rc = keng_cli_usage(usage_text, 0);
     if (!rc && !doc->child) {
-        fprintf(stderr, "keng: alert update needs at least one field to change\n");
+        keng_cli_say("alert update cần ít nhất một trường để sửa",
+                     "alert update needs at least one field to change");
         rc = keng_cli_usage(usage_text, 0);
     }
     keng_buf p;
     if (!rc) rc = alert_path(&p, a->pos[0], NULL);
     if (!rc) {
         keng_cli_reply r;
+        c->fields_are_flags = 1;
         rc = keng_cli_request_json(c, "PATCH", p.data, doc, &r);
         keng_buf_free(&p);
         if (!rc && c->json)
             keng_cli_print_raw(&r);
         else if (!rc)
-            print_fanout("Đã cập nhật / updated", r.json, 0);
+            print_fanout("Đã cập nhật / updated", r.json, "update");
         keng_cli_reply_free(&r);
     }
     cJSON_Delete(doc);
@@ -518,7 +577,7 @@ static int cmd_update(keng_cli *c, const keng_cli_args *a)
 }
 
 /* resolve / cancel: one optional text member in the body. */
-static int cmd_close(keng_cli *c, const keng_cli_args *a, const char *action, const char *member,
+static int cmd_close(keng_cli *c, const keng_cli_args *a, const char *event, const char *member,
                      const char *verb)
 {
     const char *const known[] = {member, NULL};
@@ -526,7 +585,7 @@ static int cmd_close(keng_cli *c, const keng_cli_args *a, const char *action, co
     cJSON *body = cJSON_CreateObject();
     const char *v = keng_cli_args_get(a, member);
     if (v) cJSON_AddStringToObject(body, member, v);
-    int rc = lifecycle(c, a->pos[0], action, body, verb);
+    int rc = lifecycle(c, a->pos[0], event, body, verb);
     cJSON_Delete(body);
     return rc;
 }
@@ -548,7 +607,7 @@ static int cmd_deliveries(keng_cli *c, const keng_cli_args *a)
     keng_buf_init(&q, 1024);
     if (keng_cli_buf_path_query(&q, "/deliveries", a, known)) {
         keng_buf_free(&q);
-        return keng_cli_fail("the query is too long");
+        return keng_cli_say("truy vấn quá dài", "the query is too long");
     }
     keng_cli_reply r;
     int rc = get_and(c, a->pos[0], q.data, &r);
@@ -584,7 +643,9 @@ static int cmd_deliveries(keng_cli *c, const keng_cli_args *a)
         int shown = cJSON_GetArraySize(items);
         double total = keng_cli_num(r.json, "total", shown);
         if (total > shown)
-            printf("%d / %.0f shown; use --limit and --offset for more\n", shown, total);
+            printf("Đang hiện %d / %.0f; xem thêm bằng --limit và --offset / %d of %.0f shown; "
+                   "use --limit and --offset for more\n",
+                   shown, total, shown, total);
     }
     keng_cli_reply_free(&r);
     return rc;
@@ -601,7 +662,7 @@ static int cmd_redeliver(keng_cli *c, const keng_cli_args *a)
     if (!rc && c->json)
         keng_cli_print_raw(&r);
     else if (!rc)
-        printf("requeued %.0f\n", keng_cli_num(r.json, "requeued", 0));
+        printf("Đã xếp gửi lại / requeued: %.0f\n", keng_cli_num(r.json, "requeued", 0));
     keng_cli_reply_free(&r);
     return rc;
 }
@@ -630,9 +691,9 @@ int keng_cli_cmd_alert(keng_cli *c, int argc, char **argv)
     else if (!strcmp(sub, "update"))
         rc = cmd_update(c, &a);
     else if (!strcmp(sub, "resolve"))
-        rc = cmd_close(c, &a, "/resolve", "resolution", "Đã kết thúc / resolved");
+        rc = cmd_close(c, &a, "resolve", "resolution", "Đã kết thúc / resolved");
     else if (!strcmp(sub, "cancel"))
-        rc = cmd_close(c, &a, "/cancel", "reason", "Đã huỷ / cancelled");
+        rc = cmd_close(c, &a, "cancel", "reason", "Đã huỷ / cancelled");
     else if (!strcmp(sub, "deliveries"))
         rc = cmd_deliveries(c, &a);
     else if (!strcmp(sub, "redeliver"))
@@ -643,9 +704,9 @@ int keng_cli_cmd_alert(keng_cli *c, int argc, char **argv)
         else if (!strcmp(sub, "watch"))
             rc = keng_cli_cmd_alert_watch(c, a.pos[0]);
         else
-            rc = lifecycle(c, a.pos[0], "/publish", NULL, "Đã phát / published");
+            rc = lifecycle(c, a.pos[0], "publish", NULL, "Đã phát / published");
     } else {
-        fprintf(stderr, "keng: unknown alert command '%s'\n", sub);
+        keng_cli_sayf("không có lệnh này", "unknown command", "alert %s", sub);
         rc = keng_cli_usage(usage_text, 0);
     }
     keng_cli_args_free(&a);

@@ -12,8 +12,9 @@ static const char usage_text[] =
     "  keng groups show ID                        một nhóm, thành viên / one group, its members\n"
     "  keng groups import FILE.csv --group ID     nhập hộ dân từ bảng tính / import households\n"
     "  keng groups import FILE.json …             tạo hoặc cập nhật nhóm / create or update\n"
-    "Kinds: residential, inter_household, pawnshop, guesthouse, landlord, other.\n"
-    "CSV: a header row naming columns such as id, name, address, phone, lang, camera.\n";
+    "Loại / kinds: residential, inter_household, pawnshop, guesthouse, landlord, other.\n"
+    "CSV: dòng đầu ghi tên cột như / a header row naming columns such as id, name, address,\n"
+    "  phone, lang, camera.\n";
 
 static int list(keng_cli *c, const keng_cli_args *a)
 {
@@ -24,7 +25,7 @@ static int list(keng_cli *c, const keng_cli_args *a)
     keng_buf_init(&p, 4096);
     if (keng_cli_buf_path_query(&p, "/v1/groups", a, known)) {
         keng_buf_free(&p);
-        return keng_cli_fail("the query is too long");
+        return keng_cli_say("truy vấn quá dài", "the query is too long");
     }
     cJSON *all;
     rc = keng_cli_get_all(c, p.data, &all);
@@ -68,7 +69,7 @@ static int show(keng_cli *c, const keng_cli_args *a)
     keng_buf_init(&p, 4096);
     if (keng_buf_puts(&p, "/v1/groups/") || keng_cli_buf_esc(&p, a->pos[0])) {
         keng_buf_free(&p);
-        return keng_cli_fail("the id is too long");
+        return keng_cli_say("mã quá dài", "the id is too long");
     }
     keng_cli_reply r;
     int rc = keng_cli_request(c, "GET", p.data, NULL, NULL, 0, 0, &r);
@@ -82,7 +83,7 @@ static int show(keng_cli *c, const keng_cli_args *a)
         const cJSON *kids = cJSON_GetObjectItemCaseSensitive(r.json, "children");
         if (cJSON_GetArraySize(kids) > 0) {
             char v[4096];
-            printf("%-18s %s\n", "children", keng_cli_value_text(kids, v, sizeof v));
+            printf("Nhóm con / children: %s\n", keng_cli_value_text(kids, v, sizeof v));
         }
         const cJSON *ms = cJSON_GetObjectItemCaseSensitive(r.json, "members"), *m;
         printf("Thành viên / Members (%d):\n", cJSON_GetArraySize(ms));
@@ -116,7 +117,7 @@ static int import_csv(keng_cli *c, const char *file, const char *group)
     int rc = 0;
     if (keng_buf_puts(&p, "/v1/groups/") || keng_cli_buf_esc(&p, group) ||
         keng_buf_puts(&p, "/import"))
-        rc = keng_cli_fail("the group id is too long");
+        rc = keng_cli_say("mã nhóm quá dài", "the group id is too long");
     keng_cli_reply r = {0};
     if (!rc)
         rc = keng_cli_request(c, "POST", p.data, "text/csv; charset=utf-8",
@@ -124,7 +125,8 @@ static int import_csv(keng_cli *c, const char *file, const char *group)
     if (!rc && c->json)
         keng_cli_print_raw(&r);
     else if (!rc)
-        printf("imported %.0f\n", keng_cli_num(r.json, "imported", 0));
+        printf("Đã nhập %.0f hộ / imported %.0f households\n", keng_cli_num(r.json, "imported", 0),
+               keng_cli_num(r.json, "imported", 0));
     keng_cli_reply_free(&r);
     keng_buf_free(&body);
     keng_buf_free(&p);
@@ -139,16 +141,17 @@ static int import_json(keng_cli *c, const char *file)
     const char *id = keng_cli_str(g, "id");
     if (!cJSON_IsObject(g) || !*id) {
         cJSON_Delete(g);
-        return keng_cli_fail("%s: a group file is one JSON object with an \"id\"", file);
+        return keng_cli_fail("tệp nhóm phải là một đối tượng JSON có \"id\"",
+                             "a group file is one JSON object with an \"id\"", "%s", file);
     }
     char *s = cJSON_PrintUnformatted(g);
     keng_buf p;
     keng_buf_init(&p, 4096);
     int rc = 0, created = 0;
     if (!s)
-        rc = keng_cli_fail("out of memory");
+        rc = keng_cli_nomem();
     else if (keng_buf_puts(&p, "/v1/groups/") || keng_cli_buf_esc(&p, id))
-        rc = keng_cli_fail("the group id is too long");
+        rc = keng_cli_say("mã nhóm quá dài", "the group id is too long");
     keng_cli_reply r = {0};
     if (!rc) {
         rc = keng_cli_request(c, "PUT", p.data, "application/json", s, strlen(s), 404, &r);
@@ -158,11 +161,12 @@ static int import_json(keng_cli *c, const char *file)
             rc = keng_cli_request(c, "POST", "/v1/groups", "application/json", s, strlen(s), 0, &r);
         }
     }
-    if (rc && r.status >= 400) fprintf(stderr, "keng: %s was not imported\n", file);
+    if (rc && r.status >= 400) keng_cli_sayf("chưa nhập được", "not imported", "%s", file);
     if (!rc && c->json)
         keng_cli_print_raw(&r);
     else if (!rc)
-        printf("%s %s (%.0f hộ / members)\n", created ? "created" : "updated", id,
+        printf("%s %s (%.0f hộ / members)\n",
+               created ? "Đã tạo / created" : "Đã cập nhật / updated", id,
                keng_cli_num(r.json, "member_count", 0));
     keng_cli_reply_free(&r);
     keng_buf_free(&p);
@@ -181,10 +185,9 @@ static int import(keng_cli *c, const keng_cli_args *a)
         const char *f = a->pos[i];
         if (ends_with(f, ".csv")) {
             if (!group) {
-                fprintf(stderr,
-                        "keng: importing %s needs --group ID (the group the households "
-                        "join)\n",
-                        f);
+                keng_cli_sayf("nhập CSV cần --group ID (nhóm mà các hộ tham gia)",
+                              "importing a CSV needs --group ID (the group the households join)",
+                              "%s", f);
                 return keng_cli_usage(usage_text, 0);
             }
             rc = import_csv(c, f, group);
@@ -214,7 +217,7 @@ int keng_cli_cmd_groups(keng_cli *c, int argc, char **argv)
     else if (!strcmp(sub, "import"))
         rc = import(c, &a);
     else {
-        fprintf(stderr, "keng: unknown groups command '%s'\n", sub);
+        keng_cli_sayf("không có lệnh này", "unknown command", "groups %s", sub);
         rc = keng_cli_usage(usage_text, 0);
     }
     keng_cli_args_free(&a);

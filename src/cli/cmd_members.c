@@ -10,8 +10,10 @@ static const char usage_text[] =
     "  keng members list [--group ID]\n"
     "  keng members add --id ID --name NAME [--phone P] [--address A] [--lang vi|en]\n"
     "                   [--camera] [--group G]…\n"
-    "--camera: the household has a camera facing the street (asked for footage).\n"
-    "--group may be repeated; the member joins each group.\n";
+    "--camera: hộ có camera nhìn ra đường (được nhờ trích xuất clip) / the household has a\n"
+    "  camera facing the street (asked for footage).\n"
+    "--group ghi được nhiều lần, hộ vào từng nhóm / may be repeated; the member joins each\n"
+    "  group.\n";
 
 static int list(keng_cli *c, const keng_cli_args *a)
 {
@@ -22,7 +24,7 @@ static int list(keng_cli *c, const keng_cli_args *a)
     if (keng_buf_puts(&p, "/v1/members") ||
         keng_cli_buf_query(&p, "group", keng_cli_args_get(a, "group"))) {
         keng_buf_free(&p);
-        return keng_cli_fail("the query is too long");
+        return keng_cli_say("truy vấn quá dài", "the query is too long");
     }
     cJSON *all;
     int rc = keng_cli_get_all(c, p.data, &all);
@@ -64,7 +66,7 @@ static int add(keng_cli *c, const keng_cli_args *a)
     if (keng_cli_args_check(a, known, 0)) return keng_cli_usage(usage_text, 0);
     const char *id = keng_cli_args_get(a, "id"), *name = keng_cli_args_get(a, "name");
     if (!id || !name) {
-        fprintf(stderr, "keng: members add needs --id and --name\n");
+        keng_cli_say("members add cần --id và --name", "members add needs --id and --name");
         return keng_cli_usage(usage_text, 0);
     }
     cJSON *m = cJSON_CreateObject();
@@ -83,7 +85,7 @@ static int add(keng_cli *c, const keng_cli_args *a)
             char *end;
             double d = strtod(v, &end);
             if (end == v || *end) {
-                fprintf(stderr, "keng: --%s needs a number, not '%s'\n", k, v);
+                keng_cli_sayf("cần một con số", "needs a number", "--%s '%s'", k, v);
                 rc = KENG_CLI_USAGE;
             }
             cJSON_DeleteItemFromObjectCaseSensitive(m, k);
@@ -94,13 +96,14 @@ static int add(keng_cli *c, const keng_cli_args *a)
         }
     }
     keng_cli_reply r = {0};
+    c->fields_are_flags = 1;
     if (!rc) rc = keng_cli_request_json(c, "POST", "/v1/members", m, &r);
     if (!rc && c->json)
         keng_cli_print_raw(&r);
     else if (!rc) {
         char gs[512];
         keng_cli_value_text(cJSON_GetObjectItemCaseSensitive(r.json, "groups"), gs, sizeof gs);
-        printf("added %s%s%s\n", keng_cli_str(r.json, "id"), *gs ? " → " : "", gs);
+        printf("Đã thêm / added %s%s%s\n", keng_cli_str(r.json, "id"), *gs ? " → " : "", gs);
     }
     keng_cli_reply_free(&r);
     cJSON_Delete(m);
@@ -125,7 +128,7 @@ int keng_cli_cmd_members(keng_cli *c, int argc, char **argv)
     else if (!strcmp(sub, "add"))
         rc = add(c, &a);
     else {
-        fprintf(stderr, "keng: unknown members command '%s'\n", sub);
+        keng_cli_sayf("không có lệnh này", "unknown command", "members %s", sub);
         rc = keng_cli_usage(usage_text, 0);
     }
     keng_cli_args_free(&a);

@@ -25,6 +25,7 @@ static int parse(keng_cli *c, int argc, char **argv, const char *usage, const ch
 static const char token_usage[] =
     "Cách dùng / usage: keng token create --role admin|officer|leader|viewer [--name N] "
     "[--group G]\n"
+    "In token mới một lần duy nhất; kengd chỉ giữ mã băm. Token tổ trưởng cần --group.\n"
     "Prints the new token once; kengd keeps only its hash. A leader token needs --group.\n";
 
 int keng_cli_cmd_token(keng_cli *c, int argc, char **argv)
@@ -37,7 +38,7 @@ int keng_cli_cmd_token(keng_cli *c, int argc, char **argv)
         rc = strcmp(argv[0], "--help") && strcmp(argv[0], "-h") ? keng_cli_usage(token_usage, 0)
                                                                 : keng_cli_usage(token_usage, 1);
     } else if (rc < 0 && !keng_cli_args_get(&a, "role")) {
-        fprintf(stderr, "keng: token create needs --role\n");
+        keng_cli_say("token create cần --role", "token create needs --role");
         rc = keng_cli_usage(token_usage, 0);
     } else if (rc < 0) {
         cJSON *b = cJSON_CreateObject();
@@ -53,7 +54,8 @@ int keng_cli_cmd_token(keng_cli *c, int argc, char **argv)
         } else if (!rc) {
             puts(keng_cli_str(r.json, "token"));
             if (isatty(1))
-                fprintf(stderr, "keng: chỉ hiện một lần / shown once: keep it somewhere safe\n");
+                keng_cli_sayf("chỉ hiện một lần", "shown once",
+                              "hãy cất ở nơi an toàn / keep it somewhere safe");
         }
         keng_cli_reply_free(&r);
     }
@@ -65,9 +67,11 @@ int keng_cli_cmd_token(keng_cli *c, int argc, char **argv)
 
 static const char render_usage[] =
     "Cách dùng / usage: keng render TEMPLATE DATA.json\n"
+    "Dựng một tệp mẫu tin với dữ liệu, không cần kengd, cùng các mẫu con trong thư mục\n"
+    "templates/partials bên cạnh. DATA là '-' để đọc từ đầu vào chuẩn.\n"
     "Renders one template file with the data, offline (no kengd needed), with the partials from\n"
     "the templates/partials folder beside it. DATA may be '-' for standard input.\n"
-    "Example: keng render templates/msg/lost_elder.alert.vi.mustache "
+    "Ví dụ / example: keng render templates/msg/lost_elder.alert.vi.mustache "
     "templates/samples/lost_elder.json\n";
 
 int keng_cli_cmd_render(keng_cli *c, int argc, char **argv)
@@ -89,7 +93,9 @@ int keng_cli_cmd_render(keng_cli *c, int argc, char **argv)
     char err[512] = "";
     if (!rc) {
         int r = keng_tpl_render_path(a.pos[0], data, &out, err, sizeof err);
-        if (r) rc = keng_cli_fail("%s", err[0] ? err : strerror(-r));
+        if (r)
+            rc = keng_cli_fail("không dựng được mẫu tin", "cannot render the template", "%s",
+                               err[0] ? err : strerror(-r));
     }
     if (!rc && c->json) {
         cJSON *o = cJSON_CreateObject();
@@ -110,6 +116,7 @@ int keng_cli_cmd_render(keng_cli *c, int argc, char **argv)
 /* ---- health ---- */
 
 static const char health_usage[] = "Cách dùng / usage: keng health\n"
+                                   "Hỏi kengd có đang chạy không (GET /healthz; không cần token).\n"
                                    "Asks kengd whether it is up (GET /healthz; no token needed).\n";
 
 int keng_cli_cmd_health(keng_cli *c, int argc, char **argv)
@@ -123,7 +130,7 @@ int keng_cli_cmd_health(keng_cli *c, int argc, char **argv)
     if (!rc && c->json)
         keng_cli_print_raw(&r);
     else if (!rc)
-        printf("ok — kengd %s\n", c->url);
+        printf("ok — kengd đang chạy / kengd is up: %s\n", c->url);
     keng_cli_reply_free(&r);
     return rc;
 }
@@ -132,6 +139,8 @@ int keng_cli_cmd_health(keng_cli *c, int argc, char **argv)
 
 static const char lookup_usage[] =
     "Cách dùng / usage: keng lookup --plate P | --phone P | --account A\n"
+    "Tin báo đang hiệu lực nhắc tới biển số, số điện thoại hay số tài khoản này (viết kiểu nào\n"
+    "cũng được).\n"
     "Active alerts that name this plate, phone number or bank account (any usual spelling).\n";
 
 int keng_cli_cmd_lookup(keng_cli *c, int argc, char **argv)
@@ -147,7 +156,7 @@ int keng_cli_cmd_lookup(keng_cli *c, int argc, char **argv)
     keng_buf_init(&p, 4096);
     rc = 0;
     if (keng_cli_buf_path_query(&p, "/v1/lookup", &a, known))
-        rc = keng_cli_fail("the query is too long");
+        rc = keng_cli_say("truy vấn quá dài", "the query is too long");
     else if (a.nopt == 0)
         rc = keng_cli_usage(lookup_usage, 0);
     keng_cli_args_free(&a);
@@ -183,6 +192,7 @@ int keng_cli_cmd_lookup(keng_cli *c, int argc, char **argv)
 /* ---- audit ---- */
 
 static const char audit_usage[] = "Cách dùng / usage: keng audit verify\n"
+                                  "Kiểm tra chuỗi băm của nhật ký kiểm toán kengd.\n"
                                   "Checks the hash chain of kengd's audit log.\n";
 
 int keng_cli_cmd_audit(keng_cli *c, int argc, char **argv)
@@ -205,8 +215,8 @@ int keng_cli_cmd_audit(keng_cli *c, int argc, char **argv)
     if (!rc && !cJSON_IsTrue(ok)) {
         if (!c->json) {
             char v[1024];
-            fprintf(stderr, "keng: the audit chain is broken: %s\n",
-                    keng_cli_value_text(r.json, v, sizeof v));
+            keng_cli_sayf("nhật ký kiểm toán đã bị sửa hoặc hỏng", "the audit chain is broken",
+                          "%s", keng_cli_value_text(r.json, v, sizeof v));
         }
         rc = KENG_CLI_FAIL;
     }

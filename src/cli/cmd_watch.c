@@ -52,8 +52,8 @@ static void draw(watch *w, const counts *k)
             n += 3;
         }
         bar[n] = '\0';
-        fprintf(stderr, "\rĐã gửi %.0f/%.0f ▕%s▏ %d%% · lỗi %.0f\033[K", k->delivered, k->total,
-                bar, pct, k->failed + k->dead);
+        fprintf(stderr, "\rĐã gửi / sent %.0f/%.0f ▕%s▏ %d%% · lỗi / failed %.0f\033[K",
+                k->delivered, k->total, bar, pct, k->failed + k->dead);
         fflush(stderr);
         return;
     }
@@ -109,7 +109,7 @@ static int poll_once(watch *w)
     if (keng_buf_puts(&p, "/v1/alerts/") || keng_cli_buf_esc(&p, w->id) ||
         keng_buf_puts(&p, "/deliveries?limit=1")) {
         keng_buf_free(&p);
-        return keng_cli_fail("the alert id is too long");
+        return keng_cli_say("mã tin báo quá dài", "the alert id is too long");
     }
     keng_cli_reply r;
     int rc = keng_cli_request(w->c, "GET", p.data, NULL, NULL, 0, 0, &r);
@@ -144,7 +144,7 @@ int keng_cli_cmd_alert_watch(keng_cli *c, const char *id)
     if (keng_buf_puts(&p, "/v1/alerts/") || keng_cli_buf_esc(&p, id) ||
         keng_buf_puts(&p, "/events")) {
         keng_buf_free(&p);
-        return keng_cli_fail("the alert id is too long");
+        return keng_cli_say("mã tin báo quá dài", "the alert id is too long");
     }
     int streaming = 1, failures = 0;
     for (;;) {

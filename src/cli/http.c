@@ -48,7 +48,7 @@ int keng_cli_token_file(keng_cli *c, const char *path)
     keng_buf_free(&b);
     if (!tok || !*tok) {
         free(tok);
-        return keng_cli_fail("the token file %s is empty", path);
+        return keng_cli_fail("tệp token trống", "the token file is empty", "%s", path);
     }
     free(c->flag_token);
     c->flag_token = tok;
@@ -170,9 +170,9 @@ static struct curl_slist *setup(keng_cli *c, CURL *h, const char *url, const cha
 
 static int get_handle(keng_cli *c, CURL **h)
 {
-    if (resolve(c)) return keng_cli_fail("out of memory");
+    if (resolve(c)) return keng_cli_nomem();
     if (!c->curl) c->curl = curl_easy_init();
-    if (!c->curl) return keng_cli_fail("could not start libcurl");
+    if (!c->curl) return keng_cli_say("không khởi động được libcurl", "could not start libcurl");
     *h = c->curl;
     return 0;
 }
@@ -181,42 +181,199 @@ static int transport_error(keng_cli *c, CURLcode rc, const char *errbuf)
 {
     const char *why = errbuf[0] ? errbuf : curl_easy_strerror(rc);
     switch (rc) {
+    case CURLE_OPERATION_TIMEDOUT:
+        keng_cli_sayf("kengd không trả lời kịp", "kengd did not answer in time", "%s: %s", c->url,
+                      why);
+        keng_cli_sayf("kengd có thể đang quá tải hoặc bị treo; xem nhật ký của nó",
+                      "kengd may be overloaded or stuck; see its log", "%s", c->url);
+        return KENG_CLI_UNREACHABLE;
     case CURLE_COULDNT_CONNECT:
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY:
-    case CURLE_OPERATION_TIMEDOUT:
     case CURLE_GOT_NOTHING:
     case CURLE_SEND_ERROR:
     case CURLE_RECV_ERROR:
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_UNSUPPORTED_PROTOCOL:
     case CURLE_URL_MALFORMAT:
-        fprintf(stderr, "keng: cannot reach kengd at %s: %s. Is it running? (make run)\n", c->url,
-                why);
+        keng_cli_sayf("không kết nối được kengd", "cannot reach kengd", "%s: %s", c->url, why);
+        keng_cli_sayf("kengd có đang chạy không, địa chỉ có đúng không?",
+                      "is kengd running, is the address right?",
+                      "make run; --url, KENG_URL, ~/.config/keng/config");
         return KENG_CLI_UNREACHABLE;
     default:
-        fprintf(stderr, "keng: request to %s failed: %s\n", c->url, why);
-        return KENG_CLI_FAIL;
+        return keng_cli_fail("yêu cầu tới kengd không thành công", "the request to kengd failed",
+                             "%s: %s", c->url, why);
     }
 }
 
+/* Vietnamese for kengd's error codes, which are stable; its messages are English (README). */
+static const struct {
+    const char *code, *vi;
+} error_vi[] = {
+    {"unauthorized", "cần một token hợp lệ"},
+    {"forbidden", "vai trò của token này không được làm việc này"},
+    {"not_found", "không tìm thấy"},
+    {"exists", "đã có rồi"},
+    {"already_published", "tin báo đã được phát rồi"},
+    {"alert_closed", "tin báo đã kết thúc hoặc đã huỷ"},
+    {"not_published", "tin báo chưa được phát"},
+    {"already_relayed", "đã chuyển tiếp rồi"},
+    {"has_children", "nhóm này còn nhóm con"},
+    {"invalid_field", "giá trị không hợp lệ"},
+    {"invalid_json", "nội dung gửi đi không phải JSON hợp lệ"},
+    {"invalid_utf8", "nội dung gửi đi không phải UTF-8 hợp lệ"},
+    {"invalid_csv", "tệp CSV có lỗi, chưa nhập gì"},
+    {"bad_request", "yêu cầu không hợp lệ"},
+    {"bad_path", "đường dẫn không hợp lệ"},
+    {"method_not_allowed", "không làm được thao tác này ở đây"},
+    {"unsupported_media_type", "sai loại dữ liệu"},
+    {"undecodable_image", "không đọc được ảnh"},
+    {"too_large", "dữ liệu quá lớn"},
+    {"body_too_large", "dữ liệu quá lớn"},
+    {"headers_too_large", "phần đầu của yêu cầu quá lớn"},
+    {"range_not_satisfiable", "khoảng byte không hợp lệ"},
+    {"gone", "không còn nữa"},
+    {"busy", "kengd đang bận"},
+    {"too_many_connections", "kengd đang có quá nhiều kết nối"},
+    {"too_many_watchers", "đang có quá nhiều người theo dõi"},
+    {"shutting_down", "kengd đang dừng"},
+    {"publish_delayed", "tin báo đã lưu; việc viết tin gửi đang chậm và sẽ tự tiếp tục"},
+    {"relay_delayed", "việc chuyển tiếp đang chậm và sẽ tự tiếp tục"},
+    {"internal", "lỗi bên trong kengd"},
+    {"render_failed", "không dựng được tin nhắn từ mẫu"},
+    {"request_timeout", "yêu cầu đến quá chậm"},
+    {"checksum_mismatch", "dữ liệu không khớp mã kiểm tra"},
+    {"unknown_link", "liên kết không hợp lệ"},
+};
+
+static const char *code_vi(const char *code)
+{
+    for (size_t i = 0; i < sizeof error_vi / sizeof error_vi[0]; i++)
+        if (!strcmp(error_vi[i].code, code)) return error_vi[i].vi;
+    return "kengd từ chối";
+}
+
+static const char *status_text(long status)
+{
+    static const struct {
+        long status;
+        const char *text;
+    } t[] = {{400, "Bad Request"},
+             {401, "Unauthorized"},
+             {403, "Forbidden"},
+             {404, "Not Found"},
+             {405, "Method Not Allowed"},
+             {408, "Request Timeout"},
+             {409, "Conflict"},
+             {410, "Gone"},
+             {413, "Content Too Large"},
+             {415, "Unsupported Media Type"},
+             {422, "Unprocessable Content"},
+             {429, "Too Many Requests"},
+             {500, "Internal Server Error"},
+             {502, "Bad Gateway"},
+             {503, "Service Unavailable"},
+             {504, "Gateway Timeout"}};
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        if (t[i].status == status) return t[i].text;
+    return "";
+}
+
+/* The flag of `keng alert new|update` or `keng members add` that sets an API field:
+ * person_name → --person-name, targets.groups[1] → --group, footage_request.from →
+ * --footage-from. Empty when no flag sets it (the kind is a word, not a flag). */
+static void field_flag(const char *field, char *out, size_t len)
+{
+    /* First match wins: a prefix ending in '.' keeps the rest of the name after the flag. */
+    static const struct {
+        const char *prefix, *flag; /* flag NULL: none */
+    } special[] = {
+        {"photos", "photo"},
+        {"targets.groups", "group"},
+        {"targets.kinds", "kind-target"},
+        {"targets.all", "all"},
+        {"targets", NULL},
+        {"footage_request.", "footage-"},
+        {"footage_request", NULL},
+        {"area.", ""},
+        {"area", NULL},
+        {"phone_numbers", "phone-number"},
+        {"bank_accounts", "bank-account"},
+        {"urls", "url"},
+        {"update_note", "note"},
+        {"groups", "group"},
+        {"kind", NULL},
+        {"alert", NULL},
+    };
+    out[0] = '\0';
+    const char *rest = field, *flag = "";
+    for (size_t i = 0; i < sizeof special / sizeof special[0]; i++) {
+        size_t n = strlen(special[i].prefix);
+        if (strncmp(field, special[i].prefix, n)) continue;
+        if (!special[i].flag) return;
+        flag = special[i].flag;
+        rest = special[i].prefix[n - 1] == '.' ? field + n : "";
+        break;
+    }
+    int k = snprintf(out, len, "--%s", flag);
+    for (const char *p = rest; k > 0 && (size_t)k + 1 < len && *p && *p != '['; p++) {
+        if (!islower((unsigned char)*p) && !isdigit((unsigned char)*p) && *p != '_') {
+            out[0] = '\0'; /* a nested name that no flag sets */
+            return;
+        }
+        out[k++] = *p == '_' ? '-' : *p;
+        out[k] = '\0';
+    }
+}
+
+/* The server's refusal, Vietnamese first, and what to do about it. */
 static void print_server_error(keng_cli *c, const keng_cli_reply *r)
 {
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(r->json, "error");
     const char *msg = keng_cli_str(e, "message"), *code = keng_cli_str(e, "code");
     const char *field = keng_cli_str(e, "field");
-    if (*msg || *code) {
-        fprintf(stderr, "keng: %s (%s)\n", *msg ? msg : "error", *code ? code : "error");
-        if (*field) fprintf(stderr, "keng: trường / field: %s\n", field);
+    int from_kengd = *msg || *code;
+    if (from_kengd) {
+        fprintf(stderr, "keng: %s / %s (%s)\n", code_vi(code), *msg ? msg : "refused",
+                *code ? code : "error");
+        if (*field) {
+            char flag[96] = "";
+            if (c->fields_are_flags) field_flag(field, flag, sizeof flag);
+            fprintf(stderr, "keng: trường / field: %s%s%s%s\n", field, *flag ? " (" : "", flag,
+                    *flag ? ")" : "");
+        }
     } else {
         const char *body = r->raw.data ? r->raw.data : "";
         int n = (int)strcspn(body, "\r\n");
         if (n > 300) n = 300;
-        fprintf(stderr, "keng: kengd answered HTTP %ld%s%.*s\n", r->status, n ? ": " : "", n, body);
+        const char *st = status_text(r->status);
+        fprintf(stderr, "keng: máy chủ trả lời HTTP %ld / the server answered HTTP %ld%s%s%s%.*s\n",
+                r->status, r->status, *st ? " " : "", st, n ? ": " : "", n, body);
+        /* kengd words every refusal as JSON: a bare one came from something else on the way. */
+        keng_cli_sayf("không phải câu trả lời của kengd: sai địa chỉ, hay kengd sau proxy đã dừng?",
+                      "not an answer from kengd: wrong address, or is kengd behind a proxy down?",
+                      "%s", c->url);
+        return;
     }
     if (r->status == 401 && !c->token)
-        fprintf(stderr, "keng: no token was sent; use --token-file var/admin.token, --token, "
-                        "KENG_TOKEN or ~/.config/keng/config\n");
+        keng_cli_sayf("chưa gửi token nào", "no token was sent",
+                      "--token-file var/admin.token, --token, KENG_TOKEN, ~/.config/keng/config");
+    else if (r->status == 401)
+        keng_cli_sayf("kengd không nhận token này", "kengd does not accept this token",
+                      "--token-file, --token, KENG_TOKEN, ~/.config/keng/config");
+    else if (r->status == 403)
+        keng_cli_say("hãy dùng token có vai trò được làm việc này (keng token create --role …)",
+                     "use a token whose role may do this (keng token create --role …)");
+    else if (!strcmp(code, "publish_delayed"))
+        keng_cli_say("đừng phát lại; theo dõi bằng keng alert watch ID",
+                     "do not publish again; follow it with keng alert watch ID");
+    else if (r->status == 429 || !strcmp(code, "busy") || !strcmp(code, "too_many_connections") ||
+             !strcmp(code, "shutting_down"))
+        keng_cli_say("thử lại sau ít phút", "try again in a moment");
+    else if (r->status >= 500)
+        keng_cli_say("lỗi nằm ở kengd, không phải ở lệnh: xem nhật ký của kengd rồi thử lại",
+                     "the fault is in kengd, not in the command: see kengd's log, then try again");
 }
 
 int keng_cli_request(keng_cli *c, const char *method, const char *path, const char *ctype,
@@ -231,7 +388,7 @@ int keng_cli_request(keng_cli *c, const char *method, const char *path, const ch
     keng_buf_init(&url, 64 * 1024);
     if (keng_buf_puts(&url, c->url) || keng_buf_puts(&url, path)) {
         keng_buf_free(&url);
-        return keng_cli_fail("the request path is too long");
+        return keng_cli_say("đường dẫn quá dài", "the request path is too long");
     }
     char errbuf[CURL_ERROR_SIZE] = "";
     struct curl_slist *hd = setup(c, h, url.data, ctype, errbuf);
@@ -250,8 +407,8 @@ int keng_cli_request(keng_cli *c, const char *method, const char *path, const ch
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
     keng_buf_free(&url);
     if (cr == CURLE_WRITE_ERROR && k.too_big)
-        return keng_cli_fail("the answer from kengd is larger than %u MB",
-                             KENG_CLI_MAX_RESPONSE >> 20);
+        return keng_cli_fail("câu trả lời của kengd quá lớn", "kengd's answer is too large",
+                             "> %u MB", KENG_CLI_MAX_RESPONSE >> 20);
     if (cr != CURLE_OK) return transport_error(c, cr, errbuf);
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
     if (r->raw.len) r->json = cJSON_ParseWithLength(r->raw.data, r->raw.len);
@@ -266,7 +423,7 @@ int keng_cli_request_json(keng_cli *c, const char *method, const char *path, con
     char *s = body ? cJSON_PrintUnformatted(body) : NULL;
     if (body && !s) {
         memset(r, 0, sizeof *r);
-        return keng_cli_fail("out of memory");
+        return keng_cli_nomem();
     }
     int rc = keng_cli_request(c, method, path, body ? "application/json" : NULL, s,
                               s ? strlen(s) : 0, 0, r);
@@ -343,7 +500,7 @@ int keng_cli_stream(keng_cli *c, const char *path, long quiet_status, long *stat
     keng_buf_init(&url, 64 * 1024);
     if (keng_buf_puts(&url, c->url) || keng_buf_puts(&url, path)) {
         keng_buf_free(&url);
-        return keng_cli_fail("the request path is too long");
+        return keng_cli_say("đường dẫn quá dài", "the request path is too long");
     }
     sse s = {.h = h, .on_data = on_data, .ud = ud};
     keng_buf_init(&s.line, 1u << 20);
@@ -365,8 +522,10 @@ int keng_cli_stream(keng_cli *c, const char *path, long quiet_status, long *stat
     if (s.stop) {
         rc = s.stop;
     } else if (cr != CURLE_OK && !(cr == CURLE_WRITE_ERROR && !s.ok)) {
-        rc = cr == CURLE_WRITE_ERROR ? keng_cli_fail("an event from kengd was too large")
-                                     : transport_error(c, cr, errbuf);
+        rc = cr == CURLE_WRITE_ERROR
+                 ? keng_cli_fail("một sự kiện từ kengd quá lớn",
+                                 "an event from kengd was too large", "%s", path)
+                 : transport_error(c, cr, errbuf);
     } else if (*status < 200 || *status >= 300) {
         rc = KENG_CLI_FAIL;
         if (*status != quiet_status) {
@@ -427,7 +586,7 @@ int keng_cli_get_all(keng_cli *c, const char *path, cJSON **out)
     cJSON *all = cJSON_CreateObject(), *items = cJSON_AddArrayToObject(all, "items");
     if (!items) {
         cJSON_Delete(all);
-        return keng_cli_fail("out of memory");
+        return keng_cli_nomem();
     }
     int offset = 0, total = 0, rc = 0;
     for (;;) {
@@ -439,14 +598,18 @@ int keng_cli_get_all(keng_cli *c, const char *path, cJSON **out)
         if (keng_buf_puts(&p, path) || keng_cli_buf_query(&p, "limit", lim) ||
             keng_cli_buf_query(&p, "offset", off)) {
             keng_buf_free(&p);
-            rc = keng_cli_fail("the request path is too long");
+            rc = keng_cli_say("đường dẫn quá dài", "the request path is too long");
             break;
         }
         keng_cli_reply r;
         rc = keng_cli_request(c, "GET", p.data, NULL, NULL, 0, 0, &r);
         keng_buf_free(&p);
         cJSON *page = cJSON_GetObjectItemCaseSensitive(r.json, "items");
-        if (!rc && !cJSON_IsArray(page)) rc = keng_cli_fail("kengd answered without an item list");
+        if (!rc && !cJSON_IsArray(page))
+            rc = keng_cli_fail("kengd trả lời mà không có danh sách",
+                               "kengd answered without an "
+                               "item list",
+                               "%s", path);
         if (rc) {
             keng_cli_reply_free(&r);
             break;

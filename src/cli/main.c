@@ -17,18 +17,23 @@ static const char usage_text[] =
     "  groups import FILE.json …               tạo hoặc cập nhật nhóm / create or update groups\n"
     "  members list [--group ID]               hộ dân, cơ sở / households and businesses\n"
     "  members add --id ID --name NAME …       thêm hộ / add a household\n"
-    "  alert new KIND --field value …          tạo tin báo / create an alert (see alert --help)\n"
+    "  alert new KIND --field value …          tạo tin báo / create an alert (alert --help)\n"
     "  alert list|show|preview|publish|update|resolve|cancel|watch|deliveries|redeliver\n"
+    "                                          theo dõi và thay đổi tin báo / follow and change\n"
     "  lookup --plate P | --phone P | --account A   tin báo nhắc tới / active alerts naming it\n"
     "  audit verify                            kiểm tra nhật ký / check the audit chain\n"
-    "  token create --role R [--name N] [--group G]\n"
+    "  token create --role R [--name N] [--group G]   tạo token / create a token\n"
     "  render TEMPLATE DATA.json               xem trước mẫu tin, không cần máy chủ / offline\n"
     "  health                                  kengd có chạy không / is kengd up\n"
     "\n"
-    "Kết nối / connection: --url, then KENG_URL, then ~/.config/keng/config (url = …),\n"
-    "else " KENG_CLI_DEFAULT_URL ". Token: --token, --token-file, KENG_TOKEN, then token = … in\n"
-    "the config file. --json prints kengd's JSON as is. Every command takes --help.\n"
-    "Exit: 0 ok, 1 refused or failed, 2 kengd unreachable, 64 usage error.\n";
+    "Kết nối: --url, nếu không có thì KENG_URL, rồi ~/.config/keng/config (url = …), sau cùng\n"
+    "  " KENG_CLI_DEFAULT_URL ". Token: --token, --token-file, KENG_TOKEN, rồi token = … ở đó.\n"
+    "Connection: --url, then KENG_URL, then ~/.config/keng/config (url = …), else\n"
+    "  " KENG_CLI_DEFAULT_URL ". Token: --token, --token-file, KENG_TOKEN, then token = … there.\n"
+    "--json: in nguyên JSON của kengd / prints kengd's JSON as is.\n"
+    "Mọi lệnh đều nhận --help / every command takes --help.\n"
+    "Mã thoát / exit: 0 xong / ok · 1 bị từ chối, lỗi / refused, failed ·\n"
+    "  2 không tới được kengd / kengd unreachable · 64 dùng sai lệnh / usage error.\n";
 
 static int global_opt(keng_cli *c, int argc, char **argv, int *i)
 {
@@ -39,7 +44,7 @@ static int global_opt(keng_cli *c, int argc, char **argv, int *i)
         const char *val = NULL;
         if (!strcmp(w, names[k])) {
             if (*i + 1 >= argc) {
-                fprintf(stderr, "keng: %s needs a value\n", w);
+                keng_cli_sayf("thiếu giá trị", "needs a value", "%s", w);
                 return KENG_CLI_USAGE;
             }
             val = argv[++*i];
@@ -52,9 +57,9 @@ static int global_opt(keng_cli *c, int argc, char **argv, int *i)
         char **dst = k == 0 ? &c->flag_url : &c->flag_token;
         free(*dst);
         *dst = strdup(val);
-        return *dst ? 0 : keng_cli_fail("out of memory");
+        return *dst ? 0 : keng_cli_nomem();
     }
-    fprintf(stderr, "keng: unknown option %s\n", w);
+    keng_cli_sayf("không có tùy chọn này", "unknown option", "%s", w);
     return KENG_CLI_USAGE;
 }
 
@@ -93,14 +98,14 @@ static int run(keng_cli *c, int argc, char **argv)
     for (size_t k = 0; k < sizeof cmds / sizeof cmds[0]; k++)
         if (!strcmp(cmd, cmds[k].name)) return cmds[k].fn(c, n, rest);
     if (!strcmp(cmd, "help")) return keng_cli_usage(usage_text, 1);
-    fprintf(stderr, "keng: unknown command '%s'\n", cmd);
+    keng_cli_sayf("không có lệnh này", "unknown command", "'%s'", cmd);
     return keng_cli_usage(usage_text, 0);
 }
 
 int main(int argc, char **argv)
 {
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        fprintf(stderr, "keng: could not start libcurl\n");
+        keng_cli_say("không khởi động được libcurl", "could not start libcurl");
         return KENG_CLI_FAIL;
     }
     keng_cli c;

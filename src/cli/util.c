@@ -8,15 +8,39 @@
 #include <stdlib.h>
 #include <string.h>
 
-int keng_cli_fail(const char *fmt, ...)
+static void say_v(const char *vi, const char *en, const char *fmt, va_list ap)
+{
+    fprintf(stderr, "keng: %s / %s: ", vi, en);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
+int keng_cli_say(const char *vi, const char *en)
+{
+    fprintf(stderr, "keng: %s / %s\n", vi, en);
+    return KENG_CLI_FAIL;
+}
+
+void keng_cli_sayf(const char *vi, const char *en, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fputs("keng: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    say_v(vi, en, fmt, ap);
+    va_end(ap);
+}
+
+int keng_cli_fail(const char *vi, const char *en, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    say_v(vi, en, fmt, ap);
     va_end(ap);
     return KENG_CLI_FAIL;
+}
+
+int keng_cli_nomem(void)
+{
+    return keng_cli_say("hết bộ nhớ", "out of memory");
 }
 
 int keng_cli_usage(const char *text, int to_stdout)
@@ -59,7 +83,7 @@ int keng_cli_args_parse(keng_cli *c, int argc, char **argv, const char *const *b
 {
     memset(a, 0, sizeof *a);
     a->pos = calloc((size_t)argc + 1, sizeof *a->pos);
-    if (!a->pos) return keng_cli_fail("out of memory");
+    if (!a->pos) return keng_cli_nomem();
     int only_pos = 0;
     for (int i = 0; i < argc; i++) {
         char *w = argv[i];
@@ -76,7 +100,8 @@ int keng_cli_args_parse(keng_cli *c, int argc, char **argv, const char *const *b
             continue;
         }
         if (w[1] != '-') {
-            fprintf(stderr, "keng: unknown option %s (options are spelled --name)\n", w);
+            keng_cli_sayf("không có tùy chọn này (tùy chọn viết dạng --tên)",
+                          "unknown option (options are spelled --name)", "%s", w);
             return KENG_CLI_USAGE;
         }
         /* The name is kept inside argv: "--name=value" is split by pointing past '='. */
@@ -92,7 +117,7 @@ int keng_cli_args_parse(keng_cli *c, int argc, char **argv, const char *const *b
             val = eq + 1;
         } else if (!in_list(bools, name, nlen)) {
             if (i + 1 >= argc) {
-                fprintf(stderr, "keng: --%s needs a value\n", name);
+                keng_cli_sayf("thiếu giá trị", "needs a value", "--%s", name);
                 return KENG_CLI_USAGE;
             }
             val = argv[++i];
@@ -107,7 +132,7 @@ int keng_cli_args_parse(keng_cli *c, int argc, char **argv, const char *const *b
         } else {
             rc = push_opt(a, name, val);
         }
-        if (rc) return keng_cli_fail("out of memory");
+        if (rc) return keng_cli_nomem();
     }
     return 0;
 }
@@ -124,12 +149,12 @@ int keng_cli_args_check(const keng_cli_args *a, const char *const *known, int ma
 {
     for (int i = 0; i < a->nopt; i++) {
         if (!in_list(known, a->opt[i].name, strlen(a->opt[i].name))) {
-            fprintf(stderr, "keng: unknown option --%s\n", a->opt[i].name);
+            keng_cli_sayf("không có tùy chọn này", "unknown option", "--%s", a->opt[i].name);
             return KENG_CLI_USAGE;
         }
     }
     if (a->npos > max_pos) {
-        fprintf(stderr, "keng: unexpected argument '%s'\n", a->pos[max_pos]);
+        keng_cli_sayf("thừa tham số", "unexpected argument", "'%s'", a->pos[max_pos]);
         return KENG_CLI_USAGE;
     }
     return 0;
@@ -152,10 +177,29 @@ int keng_cli_args_has(const keng_cli_args *a, const char *name)
 
 /* ---- files ---- */
 
+/* Why a file could not be read: the usual reasons in both languages, the rare ones as the C
+ * library words them. */
+static const char *errno_text(int e)
+{
+    switch (e) {
+    case ENOENT:
+        return "không có tệp này / no such file";
+    case EACCES:
+    case EPERM:
+        return "không có quyền đọc / permission denied";
+    case EISDIR:
+        return "đây là thư mục / it is a folder";
+    default:
+        return strerror(e);
+    }
+}
+
 int keng_cli_read_file(const char *path, size_t max, keng_buf *b)
 {
     FILE *f = fopen(path, "rb");
-    if (!f) return keng_cli_fail("cannot read %s: %s", path, strerror(errno));
+    if (!f)
+        return keng_cli_fail("không đọc được tệp", "cannot read the file", "%s: %s", path,
+                             errno_text(errno));
     char chunk[65536];
     size_t n;
     int rc = 0;
@@ -167,9 +211,13 @@ int keng_cli_read_file(const char *path, size_t max, keng_buf *b)
     }
     int err = ferror(f) ? errno : 0;
     fclose(f);
-    if (rc == -E2BIG) return keng_cli_fail("%s is larger than %zu MB", path, max >> 20);
-    if (rc) return keng_cli_fail("out of memory reading %s", path);
-    if (err) return keng_cli_fail("cannot read %s: %s", path, strerror(err));
+    if (rc == -E2BIG)
+        return keng_cli_fail("tệp quá lớn", "the file is too large", "%s (> %zu MB)", path,
+                             max >> 20);
+    if (rc) return keng_cli_nomem();
+    if (err)
+        return keng_cli_fail("không đọc được tệp", "cannot read the file", "%s: %s", path,
+                             errno_text(err));
     return 0;
 }
 
@@ -189,7 +237,7 @@ cJSON *keng_cli_read_json(const char *path)
         const char *stop = end ? end : s + b.len;
         for (const char *p = s; p < stop; p++)
             line += *p == '\n';
-        keng_cli_fail("%s:%d: this is not valid JSON", path, line);
+        keng_cli_fail("không phải JSON hợp lệ", "this is not valid JSON", "%s:%d", path, line);
     }
     keng_buf_free(&b);
     return j;
@@ -234,7 +282,7 @@ const char *keng_cli_value_text(const cJSON *v, char *out, size_t len)
     } else if (cJSON_IsNumber(v)) {
         num_text(v->valuedouble, out, len);
     } else if (cJSON_IsBool(v)) {
-        snprintf(out, len, "%s", cJSON_IsTrue(v) ? "có" : "không");
+        snprintf(out, len, "%s", cJSON_IsTrue(v) ? "có / yes" : "không / no");
     } else {
         int scalars = cJSON_IsArray(v);
         for (const cJSON *e = v->child; e && scalars; e = e->next)

@@ -475,3 +475,130 @@ TEST_TIMEOUT(e2e_lookup_plate_phone_account_in_any_spelling, 60)
     kengd_stop(&k);
     kengd_cleanup(&k);
 }
+
+/* ---- quiet hours in the answer ---- */
+
+/* A quiet window from an hour ago to an hour ahead in kengd's time (UTC+7, no DST), so that now
+ * is inside it at any hour, across midnight too; *end: when it ends (unix), iso: the same as
+ * kengd words it ("2026-12-06T06:00:00+07:00"). */
+static void quiet_window_around_now(char *flag, size_t flaglen, long long *end, char *iso,
+                                    size_t isolen)
+{
+    long long local = (long long)time(NULL) + 7 * 3600;
+    int m = (int)(local % 86400 / 60);
+    int from = (m + 1440 - 60) % 1440, to = (m + 60) % 1440;
+    snprintf(flag, flaglen, "%02d:%02d-%02d:%02d", from / 60, from % 60, to / 60, to % 60);
+    long long end_local = local - local % 86400 + to * 60;
+    if (end_local <= local) end_local += 86400;
+    *end = end_local - 7 * 3600;
+    time_t t = (time_t)end_local;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(iso, isolen, "%Y-%m-%dT%H:%M:00+07:00", &tm);
+}
+
+/* POST /v1/alerts/ID/ACTION (body may be NULL); asserts 200. */
+static void lifecycle_ok(kengd *k, const char *id, const char *action, const char *body, resp *r)
+{
+    char p[256];
+    snprintf(p, sizeof p, "/v1/alerts/%s/%s", id, action);
+    http_json(k, "POST", p, body, r);
+    if (r->status != 200) TEST_FAIL("%s %s: %ld %s", action, id, r->status, r->body);
+}
+
+static void assert_not_held(const resp *r)
+{
+    ASSERT(cJSON_IsNull(jget(r->json, "fanout.quiet_until")));
+    ASSERT(cJSON_IsNull(jget(r->json, "fanout.quiet_until_unix")));
+}
+
+typedef struct {
+    kengd *k;
+    const char *alert;
+    const char *event;
+} event_wait;
+
+/* Every delivery of the alert for this event is delivered (and there is at least one). */
+static int event_delivered(void *ud)
+{
+    event_wait *w = ud;
+    cJSON *d = alert_deliveries(w->k, w->alert, "limit=1000");
+    int n = 0, done = 0;
+    for (const cJSON *it = jget(d, "items")->child; it; it = it->next) {
+        if (strcmp(jstr(it, "event"), w->event)) continue;
+        n++;
+        done += !strcmp(jstr(it, "status"), "delivered");
+    }
+    cJSON_Delete(d);
+    return n > 0 && done == n;
+}
+
+TEST_TIMEOUT(e2e_quiet_hours_answer_says_until_when, 60)
+{
+    char quiet[32], iso[40];
+    long long end;
+    quiet_window_around_now(quiet, sizeof quiet, &end, iso, sizeof iso);
+    const char *extra[] = {"--quiet-hours", quiet, NULL};
+    kengd k;
+    kengd_start(&k, NULL, extra);
+    resp r;
+    /* An expected alert waits: the answer names the end of the quiet hours, both ways. */
+    char held[64];
+    create_alert(&k, "\"urgency\":\"expected\",", "khu-pho-2", held);
+    lifecycle_ok(&k, held, "publish", NULL, &r);
+    ASSERT_GT(jnum(r.json, "fanout.deliveries"), 0);
+    ASSERT_STR_EQ(jstr(r.json, "fanout.quiet_until"), iso);
+    ASSERT_EQ((long long)jnum(r.json, "fanout.quiet_until_unix"), end);
+    int written = (int)jnum(r.json, "fanout.deliveries");
+    resp_free(&r);
+    /* ... and says true: every message it wrote is due then, none has gone. */
+    cJSON *d = alert_deliveries(&k, held, "limit=1000");
+    ASSERT_EQ(jnum(d, "counts.total"), written);
+    ASSERT_EQ(jnum(d, "counts.pending"), written);
+    for (const cJSON *it = jget(d, "items")->child; it; it = it->next) {
+        ASSERT_EQ((long long)jnum(it, "next_at"), end);
+        ASSERT_EQ(jnum(it, "attempts"), 0);
+    }
+    cJSON_Delete(d);
+
+    /* An immediate one (a lost elder's default) is not held. */
+    char now_id[64];
+    create_alert(&k, "", "khu-pho-2", now_id);
+    lifecycle_ok(&k, now_id, "publish", NULL, &r);
+    ASSERT_STR_EQ(jstr(r.json, "urgency"), "immediate");
+    ASSERT_GT(jnum(r.json, "fanout.deliveries"), 0);
+    assert_not_held(&r);
+    resp_free(&r);
+
+    /* What keng prints as the way to send now: an update with urgency immediate goes at once. */
+    char p[256];
+    snprintf(p, sizeof p, "/v1/alerts/%s", held);
+    http_json(&k, "PATCH", p, "{\"urgency\":\"immediate\",\"update_note\":\"Gửi ngay\"}", &r);
+    ASSERT_EQ(r.status, 200);
+    ASSERT_GT(jnum(r.json, "fanout.deliveries"), 0);
+    assert_not_held(&r);
+    resp_free(&r);
+    event_wait w = {&k, held, "update"};
+    ASSERT(wait_for(event_delivered, &w, 10000));
+
+    /* A resolution of an expected alert is held like the alert (good news waits for morning). */
+    char later[64];
+    create_alert(&k, "\"urgency\":\"expected\",", "khu-pho-2", later);
+    lifecycle_ok(&k, later, "publish", NULL, &r);
+    resp_free(&r);
+    lifecycle_ok(&k, later, "resolve", "{\"resolution\":\"Đã tìm thấy\"}", &r);
+    ASSERT_STR_EQ(jstr(r.json, "status"), "resolved");
+    ASSERT_STR_EQ(jstr(r.json, "fanout.quiet_until"), iso);
+    ASSERT_EQ((long long)jnum(r.json, "fanout.quiet_until_unix"), end);
+    resp_free(&r);
+
+    /* A draft cancelled writes no message: nothing waits. */
+    char draft[64];
+    create_alert(&k, "\"urgency\":\"expected\",", "khu-pho-2", draft);
+    lifecycle_ok(&k, draft, "cancel", NULL, &r);
+    ASSERT_EQ(jnum(r.json, "fanout.deliveries"), 0);
+    assert_not_held(&r);
+    resp_free(&r);
+    kengd_stop(&k);
+    kengd_cleanup(&k);
+}

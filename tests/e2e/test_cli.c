@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define RUN_MAX_ARGS 64
@@ -156,15 +157,21 @@ typedef struct cli_ctx {
     run_env anon;  /* KENG_URL, no token */
 } cli_ctx;
 
-static void ctx_start(cli_ctx *c)
+/* kengd with the example ward; extra: more kengd flags (NULL-terminated) or NULL. */
+static void ctx_start_with(cli_ctx *c, const char *const *extra)
 {
     memset(c, 0, sizeof *c);
-    kengd_start(&c->k, NULL, NULL);
+    kengd_start(&c->k, NULL, extra);
     snprintf(c->token_file, sizeof c->token_file, "%s/admin.token", c->k.dir);
     snprintf(c->scratch, sizeof c->scratch, "%s/cli", c->k.dir);
     ASSERT_EQ(mkdir(c->scratch, 0700), 0);
     c->admin = (run_env){.url = c->k.url, .token_file = c->token_file, .config = c->scratch};
     c->anon = (run_env){.url = c->k.url, .config = c->scratch};
+}
+
+static void ctx_start(cli_ctx *c)
+{
+    ctx_start_with(c, NULL);
 }
 
 static void ctx_stop(cli_ctx *c)
@@ -221,7 +228,7 @@ TEST_TIMEOUT(cli_unreachable, 10)
     run_res r;
     RUN(&none, &r, "--url", "http://127.0.0.1:1", "health");
     ASSERT_STATUS(r, 2);
-    ASSERT_STR_CONTAINS(r.err, "cannot reach kengd");
+    ASSERT_STR_CONTAINS(r.err, "keng: không kết nối được kengd / cannot reach kengd");
     run_free(&r);
 }
 
@@ -297,7 +304,7 @@ TEST_TIMEOUT(cli_groups_import_csv, 10)
     run_res r;
     RUN(&c.admin, &r, "groups", "import", csv, "--group", "to-lien-gia-07");
     ASSERT_STATUS(r, 0);
-    ASSERT_STR_CONTAINS(r.out, "imported 2");
+    ASSERT_STR_CONTAINS(r.out, "Đã nhập 2 hộ / imported 2 households");
     run_free(&r);
 
     RUN(&c.admin, &r, "--json", "members", "list", "--group", "to-lien-gia-07");
@@ -322,7 +329,7 @@ TEST_TIMEOUT(cli_members_add, 10)
     RUN(&c.admin, &r, "members", "add", "--id", "hh-cli-001", "--name", "Hộ bà Võ Thị Lan",
         "--phone", "0905 111 222", "--camera", "--group", "khu-pho-2");
     ASSERT_STATUS(r, 0);
-    ASSERT_STR_CONTAINS(r.out, "added hh-cli-001");
+    ASSERT_STR_CONTAINS(r.out, "Đã thêm / added hh-cli-001");
     run_free(&r);
 
     RUN(&c.admin, &r, "--json", "members", "list", "--group", "khu-pho-2");
@@ -561,6 +568,214 @@ TEST_TIMEOUT(cli_audit_verify_and_usage, 10)
     RUN(&c.admin, &r, "alert", "frob");
     ASSERT_STATUS(r, 64);
     ASSERT_STR_CONTAINS(r.err, "frob");
+    run_free(&r);
+    ctx_stop(&c);
+}
+
+/* ---- Vietnamese first ---- */
+
+/* Every line keng says on stderr ("keng: …") is Vietnamese first, then English: "VI / EN…". */
+static void assert_bilingual(const char *err)
+{
+    for (const char *p = err; *p;) {
+        size_t n = strcspn(p, "\n");
+        if (n >= 6 && !strncmp(p, "keng: ", 6)) {
+            char line[2048];
+            snprintf(line, sizeof line, "%.*s", (int)n, p);
+            if (!strstr(line, " / ")) TEST_FAIL("not Vietnamese / English: %s", line);
+        }
+        p += n + (p[n] == '\n');
+    }
+}
+
+TEST_TIMEOUT(cli_errors_say_vietnamese_first_then_english, 30)
+{
+    cli_ctx c;
+    ctx_start(&c);
+    run_res r;
+    /* kengd's refusal: its stable code in Vietnamese, its English message, the code. */
+    RUN(&c.admin, &r, "groups", "show", "nope");
+    ASSERT_STATUS(r, 1);
+    ASSERT_STR_CONTAINS(r.err, "keng: không tìm thấy / no such group: nope (not_found)\n");
+    assert_bilingual(r.err);
+    run_free(&r);
+
+    /* A field kengd refuses is named with the flag that sets it. */
+    RUN(&c.admin, &r, "alert", "new", "lost_elder", "--age", "78", "--group", "khu-pho-2");
+    ASSERT_STATUS(r, 1);
+    static const char refused[] = "keng: giá trị không hợp lệ / ";
+    ASSERT(strncmp(r.err, refused, sizeof refused - 1) == 0);
+    ASSERT_STR_CONTAINS(r.err, "(invalid_field)\n");
+    ASSERT_STR_CONTAINS(r.err, "keng: trường / field: person_name (--person-name)\n");
+    assert_bilingual(r.err);
+    run_free(&r);
+    RUN(&c.admin, &r, "alert", "new", "lost_elder", "--person-name", "Nguyễn Thị Tám", "--age",
+        "78", "--last-seen-at", "2026-11-23 06:15", "--last-seen-place", "chợ Hàn", "--group",
+        "khong-co-nhom-nay");
+    ASSERT_STATUS(r, 1);
+    ASSERT_STR_CONTAINS(r.err, "keng: trường / field: targets.groups[0] (--group)\n");
+    run_free(&r);
+
+    /* A group file's field is named as in the file: no flag sets it. */
+    char gf[600];
+    snprintf(gf, sizeof gf, "%s/nhom-moi.json", c.scratch);
+    const char *group = "{\"id\":\"nhom-moi\",\"name\":\"Nhóm mới\",\"kind\":\"phuong\"}";
+    write_file(gf, group, strlen(group));
+    RUN(&c.admin, &r, "groups", "import", gf);
+    ASSERT_STATUS(r, 1);
+    ASSERT_STR_CONTAINS(r.err, "keng: trường / field: kind\n");
+    ASSERT_STR_CONTAINS(r.err, "keng: chưa nhập được / not imported: ");
+    assert_bilingual(r.err);
+    run_free(&r);
+
+    /* Local problems: a photo that is not there, a flag that does not exist, a missing field. */
+    RUN(&c.admin, &r, "alert", "new", "other", "--title", "Mất điện", "--body", "Khu phố 2",
+        "--group", "khu-pho-2", "--photo", "/nonexistent/anh.jpg");
+    ASSERT_STATUS(r, 1);
+    ASSERT_STR_CONTAINS(r.err, "keng: không đọc được tệp / cannot read the file: "
+                               "/nonexistent/anh.jpg: không có tệp này / no such file\n");
+    assert_bilingual(r.err);
+    run_free(&r);
+    RUN(&c.admin, &r, "groups", "list", "--frob", "x");
+    ASSERT_STATUS(r, 64);
+    ASSERT_STR_CONTAINS(r.err, "keng: không có tùy chọn này / unknown option: --frob\n");
+    assert_bilingual(r.err);
+    run_free(&r);
+    RUN(&c.admin, &r, "alert", "update", "al-x");
+    ASSERT_STATUS(r, 64);
+    ASSERT_STR_CONTAINS(r.err, "keng: alert update cần ít nhất một trường để sửa / alert update "
+                               "needs at least one field to change\n");
+    assert_bilingual(r.err);
+    run_free(&r);
+
+    /* A token kengd does not know, and one whose role may not do it: what to do, in words. */
+    char bad[600], tf[600];
+    snprintf(bad, sizeof bad, "%s/bad.token", c.scratch);
+    write_file(bad, "0123456789abcdef0123456789abcdef\n", 33);
+    run_env wrong = c.anon;
+    wrong.token_file = bad;
+    RUN(&wrong, &r, "groups", "list");
+    ASSERT_STATUS(r, 1);
+    ASSERT_STR_CONTAINS(r.err, "(unauthorized)\n");
+    ASSERT_STR_CONTAINS(r.err, "keng: kengd không nhận token này / kengd does not accept this "
+                               "token: ");
+    assert_bilingual(r.err);
+    run_free(&r);
+    RUN(&c.admin, &r, "token", "create", "--role", "officer", "--name", "cán bộ Hà");
+    ASSERT_STATUS(r, 0);
+    snprintf(tf, sizeof tf, "%s/officer.token", c.scratch);
+    write_file(tf, last_line(r.out), 32);
+    run_free(&r);
+    run_env officer = c.anon;
+    officer.token_file = tf;
+    RUN(&officer, &r, "token", "create", "--role", "admin");
+    ASSERT_STATUS(r, 1);
+    ASSERT_STR_CONTAINS(r.err, "(forbidden)\n");
+    ASSERT_STR_CONTAINS(r.err, "keng: hãy dùng token có vai trò được làm việc này");
+    assert_bilingual(r.err);
+    run_free(&r);
+
+    /* Something that is not kengd answers (a proxy, a wrong address): not a bare "HTTP 502". */
+    fake wh;
+    const char *args[] = {"--secret", "s", NULL};
+    fake_start(&wh, "webhook", c.scratch, args);
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/status/502", wh.port);
+    RUN(&c.admin, &r, "--url", url, "alert", "publish", "al-x");
+    ASSERT_STATUS(r, 1);
+    ASSERT_STR_CONTAINS(r.err, "keng: máy chủ trả lời HTTP 502 / the server answered HTTP 502 "
+                               "Bad Gateway: status 502\n");
+    ASSERT_STR_CONTAINS(r.err, "keng: không phải câu trả lời của kengd: sai địa chỉ, hay kengd sau "
+                               "proxy đã dừng? / not an answer from kengd");
+    assert_bilingual(r.err);
+    run_free(&r);
+    fake_stop(&wh);
+    ctx_stop(&c);
+}
+
+/* ---- quiet hours ---- */
+
+/* kengd --quiet-hours from an hour ago to an hour ahead in kengd's time (UTC+7, no DST): now is
+ * inside at any hour, across midnight too. local: the end as keng prints it ("06:00 06/12/2026
+ * (+07:00)"), iso: as kengd's JSON has it. */
+static void quiet_window_around_now(char *flag, size_t flaglen, char *local, size_t locallen,
+                                    char *iso, size_t isolen)
+{
+    long long now = (long long)time(NULL) + 7 * 3600;
+    int m = (int)(now % 86400 / 60);
+    int from = (m + 1440 - 60) % 1440, to = (m + 60) % 1440;
+    snprintf(flag, flaglen, "%02d:%02d-%02d:%02d", from / 60, from % 60, to / 60, to % 60);
+    long long end = now - now % 86400 + to * 60;
+    if (end <= now) end += 86400;
+    time_t t = (time_t)end;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(local, locallen, "%H:%M %d/%m/%Y (+07:00)", &tm);
+    strftime(iso, isolen, "%Y-%m-%dT%H:%M:00+07:00", &tm);
+}
+
+TEST_TIMEOUT(cli_publish_in_quiet_hours_says_until_when, 30)
+{
+    char quiet[32], local[64], iso[64];
+    quiet_window_around_now(quiet, sizeof quiet, local, sizeof local, iso, sizeof iso);
+    const char *extra[] = {"--quiet-hours", quiet, NULL};
+    cli_ctx c;
+    ctx_start_with(&c, extra);
+    char wait_line[160], send_now[256];
+    snprintf(wait_line, sizeof wait_line,
+             "  Giờ yên tĩnh, tin chờ đến / quiet hours, messages wait until: %s\n", local);
+    run_res r;
+    /* A scam warning is "expected" unless said otherwise: it waits, and keng says until when and
+     * how to send it now. */
+    RUN(&c.admin, &r, "alert", "new", "scam_pattern", "--pattern-type", "fake_police",
+        "--script-summary", "Gọi tự xưng công an, đòi chuyển tiền để xác minh", "--group",
+        "khu-pho-2");
+    ASSERT_STATUS(r, 0);
+    char id[128];
+    snprintf(id, sizeof id, "%s", last_line(r.out));
+    run_free(&r);
+    RUN(&c.admin, &r, "alert", "publish", id);
+    ASSERT_STATUS(r, 0);
+    ASSERT_STR_CONTAINS(r.out, wait_line);
+    snprintf(send_now, sizeof send_now, "    keng alert update %s --urgency immediate\n", id);
+    ASSERT_STR_CONTAINS(r.out, send_now);
+    ASSERT_STR_EQ(r.err, "");
+    run_free(&r);
+
+    /* --json stays kengd's JSON, with the field in it and no text around it. */
+    RUN(&c.admin, &r, "--json", "alert", "new", "suspicious_vehicle", "--vehicle-type", "motorbike",
+        "--plate", "29-B1 123.45", "--group", "khu-pho-2", "--publish");
+    ASSERT_STATUS(r, 0);
+    cJSON *j = cJSON_Parse(r.out);
+    if (!j) TEST_FAIL("not JSON: %s", r.out);
+    ASSERT_STR_EQ(jstr(j, "fanout.quiet_until"), iso);
+    ASSERT(cJSON_IsNumber(jget(j, "fanout.quiet_until_unix")));
+    char vehicle[128];
+    snprintf(vehicle, sizeof vehicle, "%s", jstr(j, "id"));
+    cJSON_Delete(j);
+    run_free(&r);
+
+    /* The way out it named: an immediate update goes now, so nothing is said of quiet hours. */
+    RUN(&c.admin, &r, "alert", "update", id, "--urgency", "immediate");
+    ASSERT_STATUS(r, 0);
+    ASSERT_STR_CONTAINS(r.out, "Đã cập nhật / updated");
+    ASSERT(!strstr(r.out, "Giờ yên tĩnh"));
+    run_free(&r);
+
+    /* A resolution of the held vehicle alert waits too; there is no way to hurry good news. */
+    RUN(&c.admin, &r, "alert", "resolve", vehicle, "--resolution", "Đã tìm thấy xe");
+    ASSERT_STATUS(r, 0);
+    ASSERT_STR_CONTAINS(r.out, wait_line);
+    ASSERT(!strstr(r.out, "--urgency immediate"));
+    run_free(&r);
+
+    /* A lost elder is immediate: it goes at once, and keng says nothing of quiet hours. */
+    RUN(&c.admin, &r, "alert", "new", "lost_elder", "--person-name", "Nguyễn Thị Tám", "--age",
+        "78", "--last-seen-at", "2026-11-23 06:15", "--last-seen-place", "chợ Hàn", "--group",
+        "khu-pho-2", "--publish");
+    ASSERT_STATUS(r, 0);
+    ASSERT_STR_CONTAINS(r.out, "Đã phát / published");
+    ASSERT(!strstr(r.out, "Giờ yên tĩnh"));
     run_free(&r);
     ctx_stop(&c);
 }
