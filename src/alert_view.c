@@ -16,8 +16,8 @@ cJSON *keng_alert_view(const keng_alert_meta *m, const cJSON *doc)
 {
     cJSON *v = cJSON_Duplicate(doc, 1);
     if (!v) return NULL;
-    static const char *const owned[] = {"id", "status", "revision", "created_at", "published_at",
-                                        "updated_at"};
+    static const char *const owned[] = {"id",         "status",       "revision",
+                                        "created_at", "published_at", "updated_at"};
     for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++)
         cJSON_DeleteItemFromObjectCaseSensitive(v, owned[i]);
     /* id, kind, status first: easier to read in a terminal. */
@@ -58,11 +58,13 @@ static const char *label(const char *lang, const char *key, const char *const ta
 
 static const char *const sex_labels[][3] = {
     {"male", "nam", "male"}, {"female", "nữ", "female"}, {NULL, NULL, NULL}};
-static const char *const vehicle_labels[][3] = {
-    {"motorbike", "xe máy", "motorbike"}, {"car", "ô tô", "car"},
-    {"truck", "xe tải", "truck"},         {"electric_bike", "xe điện", "electric bike"},
-    {"bicycle", "xe đạp", "bicycle"},     {"other", "phương tiện khác", "other vehicle"},
-    {NULL, NULL, NULL}};
+static const char *const vehicle_labels[][3] = {{"motorbike", "xe máy", "motorbike"},
+                                                {"car", "ô tô", "car"},
+                                                {"truck", "xe tải", "truck"},
+                                                {"electric_bike", "xe điện", "electric bike"},
+                                                {"bicycle", "xe đạp", "bicycle"},
+                                                {"other", "phương tiện khác", "other vehicle"},
+                                                {NULL, NULL, NULL}};
 static const char *const pattern_labels[][3] = {
     {"fake_police", "giả danh công an", "fake police"},
     {"fake_bank", "giả danh ngân hàng", "fake bank"},
@@ -88,6 +90,30 @@ static void add_local(cJSON *o, const char *key, int tz)
     cJSON_AddStringToObject(o, name, out);
 }
 
+/* The national form of a phone number for people to read and dial ("0905 123 456"); a number
+ * that is not Vietnamese, or was stored before normalization in a shape it cannot read, shows
+ * as it is. */
+static cJSON *phone_display(const char *phone)
+{
+    char out[KENG_NORM_PHONE_DISPLAY_MAX];
+    return cJSON_CreateString(keng_norm_phone_display(phone, out, sizeof out) == 0 ? out : phone);
+}
+
+/* contact_phone_display and phone_numbers_display beside the stored E.164 fields, which stay as
+ * they are: lookups, the webhook's alert object and the API speak E.164. */
+static void add_phone_displays(cJSON *a)
+{
+    const char *cp = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "contact_phone"));
+    cJSON_DeleteItemFromObjectCaseSensitive(a, "contact_phone_display");
+    if (cp) cJSON_AddItemToObject(a, "contact_phone_display", phone_display(cp));
+    const cJSON *nums = cJSON_GetObjectItemCaseSensitive(a, "phone_numbers");
+    cJSON_DeleteItemFromObjectCaseSensitive(a, "phone_numbers_display");
+    if (!cJSON_IsArray(nums)) return;
+    cJSON *disp = cJSON_AddArrayToObject(a, "phone_numbers_display");
+    for (const cJSON *n = nums->child; disp && n; n = n->next)
+        if (cJSON_IsString(n)) cJSON_AddItemToArray(disp, phone_display(n->valuestring));
+}
+
 cJSON *keng_alert_photo_urls(const cJSON *doc, const char *public_url)
 {
     cJSON *arr = cJSON_CreateArray();
@@ -110,13 +136,15 @@ cJSON *keng_alert_tpl_data(const cJSON *view, const keng_tpl_ctx *c)
     const char *urg = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "urgency"));
     cJSON_AddBoolToObject(a, "is_immediate", urg && !strcmp(urg, "immediate"));
     static const char *const times[] = {"expires_at", "last_seen_at", "found_at", "seen_at"};
-    for (size_t i = 0; i < sizeof times / sizeof times[0]; i++) add_local(a, times[i], c->tz_offset_min);
+    for (size_t i = 0; i < sizeof times / sizeof times[0]; i++)
+        add_local(a, times[i], c->tz_offset_min);
     const char *sex = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "sex"));
     if (sex) cJSON_AddStringToObject(a, "sex_label", label(c->lang, sex, sex_labels));
     const char *vt = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "vehicle_type"));
     if (vt) cJSON_AddStringToObject(a, "vehicle_type_label", label(c->lang, vt, vehicle_labels));
     const char *pt = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "pattern_type"));
     if (pt) cJSON_AddStringToObject(a, "pattern_type_label", label(c->lang, pt, pattern_labels));
+    add_phone_displays(a);
     if (cJSON_GetObjectItemCaseSensitive(a, "plate") &&
         !cJSON_GetObjectItemCaseSensitive(a, "plate_display"))
         cJSON_AddStringToObject(a, "plate_display",
@@ -135,7 +163,8 @@ cJSON *keng_alert_tpl_data(const cJSON *view, const keng_tpl_ctx *c)
         cJSON_AddStringToObject(d, "reply_url", KENG_LINK_PLACEHOLDER);
     else if (c->link_kind && !strcmp(c->link_kind, "l"))
         cJSON_AddStringToObject(d, "relay_url", KENG_LINK_PLACEHOLDER);
-    if (c->leader_note && *c->leader_note) cJSON_AddStringToObject(d, "leader_note", c->leader_note);
+    if (c->leader_note && *c->leader_note)
+        cJSON_AddStringToObject(d, "leader_note", c->leader_note);
     cJSON *urls = keng_alert_photo_urls(view, c->public_url);
     cJSON *photos = cJSON_AddArrayToObject(d, "photos");
     for (const cJSON *u = urls->child; u; u = u->next) {

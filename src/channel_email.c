@@ -8,9 +8,10 @@
  *       └── image/jpeg, inline, Content-ID      the first photo's thumbnail, from DATA/media,
  *                                               shown by the HTML's <img src="cid:…">
  *
- * A UTF-8 Subject as RFC 2047 encoded words, Message-ID from the idempotency key so a receiving
- * system can drop a repeat. SMTP 5xx is dead, 4xx and network errors retry. A thumbnail that
- * cannot be read never fails a delivery: the e-mail goes without the image. */
+ * A UTF-8 Subject as RFC 2047 encoded words, Message-ID from the idempotency key (written as an
+ * RFC 5322 dot-atom) so a receiving system can drop a repeat. SMTP 5xx is dead, 4xx and network
+ * errors retry. A thumbnail that cannot be read never fails a delivery: the e-mail goes without
+ * the image. */
 #include "keng/channel.h"
 #include "keng/fanout.h"
 #include "keng/media.h"
@@ -62,6 +63,66 @@ static int subject_header(const char *s, keng_buf *out)
         i += n;
     }
     return rc;
+}
+
+/* The id-left of a Message-ID is an RFC 5322 dot-atom-text: atoms of atext joined by single
+ * dots, with no dot at either end. An idempotency key is not always one: a group chat's key holds
+ * "group:ID", and member ids may hold dots anywhere after their first character. */
+#define MSGID_LEFT_MAX 200
+
+static int msgid_keeps(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_';
+}
+
+/* The key as a dot-atom-text into out. Letters, digits, '-', '_' and dots between two kept
+ * characters stay, so the id reads as its delivery in a mail log; every other byte (':', a dot
+ * at an end or beside another dot, '=' itself) becomes "=HH". Each output character decodes one
+ * way, so two keys never share an id. -ENOSPC when that is longer than MSGID_LEFT_MAX. */
+static int msgid_left_encode(const char *key, char *out, size_t outlen)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = 0, len = strlen(key);
+    if (outlen > MSGID_LEFT_MAX + 1) outlen = MSGID_LEFT_MAX + 1;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)key[i];
+        int keep = msgid_keeps(c) ||
+                   (c == '.' && i > 0 && i + 1 < len && msgid_keeps((unsigned char)key[i - 1]) &&
+                    msgid_keeps((unsigned char)key[i + 1]));
+        size_t need = keep ? 1 : 3;
+        if (n + need >= outlen) return -ENOSPC;
+        if (keep) {
+            out[n++] = (char)c;
+        } else {
+            out[n++] = '=';
+            out[n++] = hex[c >> 4];
+            out[n++] = hex[c & 15];
+        }
+    }
+    if (n == 0) return -EINVAL;
+    out[n] = '\0';
+    return 0;
+}
+
+/* "Message-ID: <LEFT@keng>" from the delivery's idempotency key, the same at every attempt. A
+ * key too long to read well in a header (none that keng makes) gives "sha256-HEX" instead: no
+ * encoded key looks like that, as keys hold dots between their fields. */
+static int message_id_header(const char *key, keng_buf *out)
+{
+    char left[MSGID_LEFT_MAX + 1];
+    int rc = key && *key ? msgid_left_encode(key, left, sizeof left) : -EINVAL;
+    if (rc == -ENOSPC) {
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned int mdlen = 0;
+        if (!EVP_Digest(key, strlen(key), md, &mdlen, EVP_sha256(), NULL) || mdlen != 32)
+            return -EIO;
+        int n = snprintf(left, sizeof left, "sha256-");
+        for (unsigned int i = 0; i < mdlen; i++)
+            n += snprintf(left + n, sizeof left - (size_t)n, "%02x", md[i]);
+        rc = 0;
+    }
+    return rc ? rc : keng_buf_printf(out, "Message-ID: <%s@keng>", left);
 }
 
 /* Appends s escaped for HTML text and attribute values; with br, a newline becomes <br>. */
@@ -127,8 +188,9 @@ static int page_from_text(const keng_channel_req *req, keng_buf *b)
         if (rc == 0) rc = html_escape(b, m->note, strlen(m->note), 1);
         if (rc == 0) rc = keng_buf_puts(b, "</p>\n");
     }
-    /* The photo of an alert or an update; a resolution no longer shows a person's face. */
-    if (rc == 0 && m->first_photo && (!strcmp(m->event, "alert") || !strcmp(m->event, "update")))
+    /* The photo of an alert or an update (first_photo is NULL for the other events: a
+     * resolution no longer shows a person's face). */
+    if (rc == 0 && m->first_photo)
         rc =
             keng_buf_puts(b, "<p><img src=\"" KENG_PHOTO_PLACEHOLDER "\" alt=\"\" "
                              "style=\"display:block;max-width:100%;height:auto;border:0;\"></p>\n");
@@ -215,8 +277,8 @@ static int thumb_id(const char *url, char id[KENG_MEDIA_ID_LEN + 1])
 }
 
 /* The thumbnail of media id from the store kengd keeps under DATA/media (main.c), into out
- * (its cap stops a file that grew after fstat). On a thread-pool thread (email_load), once per message: the message
- * keeps the bytes for all its e-mails, and no file is read on the loop. */
+ * (its cap stops a file that grew after fstat). On a thread-pool thread (email_load), once per
+ * message: the message keeps the bytes for all its e-mails, and no file is read on the loop. */
 static int read_thumb(const keng_fanout_config *cfg, const char *id, keng_buf *out)
 {
     char dir[PATH_MAX], path[PATH_MAX];
@@ -378,7 +440,7 @@ static int email_prepare(keng_channel_req *req, char *err, size_t errlen)
     if (rc == 0) rc = keng_buf_printf(&line, "From: <%s>", cfg->smtp_from);
     if (rc == 0) rc = add_header(&req->headers, line.data);
     keng_buf_reset(&line);
-    if (rc == 0) rc = keng_buf_printf(&line, "Message-ID: <%s@keng>", req->idem_key);
+    if (rc == 0) rc = message_id_header(req->idem_key, &line);
     if (rc == 0) rc = add_header(&req->headers, line.data);
     keng_buf_reset(&line);
     if (rc == 0) rc = subject_header(m->subject[0] ? m->subject : "keng", &line);

@@ -151,6 +151,30 @@ int keng_norm_phone(const char *in, char *out, size_t outlen)
     return rc ? fail(rc, out, outlen) : 0;
 }
 
+int keng_norm_phone_display(const char *in, char *out, size_t outlen)
+{
+    char e164[KENG_NORM_PHONE_MAX];
+    int rc = keng_norm_phone(in, e164, sizeof e164);
+    if (rc) return fail(rc, out, outlen);
+    char nat[KENG_NORM_PHONE_MAX];
+    size_t nl = strlen(e164 + 3) + 1;
+    nat[0] = '0';
+    memcpy(nat + 1, e164 + 3, nl); /* with the NUL */
+    /* Group sizes, the last running to the end: what is printed on shop signs and ward notices. */
+    size_t g1 = 4, g2 = 3;
+    if (nl == 11) {
+        int big_city = nat[1] == '2' && (nat[2] == '4' || nat[2] == '8');
+        g1 = big_city ? 3 : 4;
+        g2 = 4;
+    }
+    char disp[KENG_NORM_PHONE_DISPLAY_MAX];
+    int n =
+        snprintf(disp, sizeof disp, "%.*s %.*s %s", (int)g1, nat, (int)g2, nat + g1, nat + g1 + g2);
+    if (n < 0 || (size_t)n >= sizeof disp) return fail(-EINVAL, out, outlen);
+    rc = emit(disp, (size_t)n, out, outlen);
+    return rc ? fail(rc, out, outlen) : 0;
+}
+
 /* ---- bank accounts ---- */
 
 int keng_norm_account(const char *in, char *out, size_t outlen)

@@ -131,6 +131,53 @@ TEST(norm_phone_bad)
     phone_bad("0905 123 456 0905 123 456 0905 123 456 0905");
 }
 
+static void phone_display_is(const char *in, const char *want)
+{
+    char out[KENG_NORM_PHONE_DISPLAY_MAX];
+    int rc = keng_norm_phone_display(in, out, sizeof out);
+    if (rc != 0) TEST_FAIL("phone display \"%s\": rc %d, want \"%s\"", in, rc, want);
+    if (strcmp(out, want) != 0)
+        TEST_FAIL("phone display \"%s\": \"%s\", want \"%s\"", in, out, want);
+}
+
+TEST(norm_phone_display_is_national_and_grouped)
+{
+    /* What the store holds (E.164) becomes what a resident dials. */
+    phone_display_is("+84905123456", "0905 123 456");
+    phone_display_is("+84321234567", "0321 234 567");
+    phone_display_is("+84889123456", "0889 123 456");
+    phone_display_is("+842363621113", "0236 3621 113"); /* Đà Nẵng: area 0236, 7 digits */
+    phone_display_is("+842438251234", "024 3825 1234"); /* Hà Nội: 024, 8 digits */
+    phone_display_is("+842838291234", "028 3829 1234"); /* TP.HCM: 028, 8 digits */
+    phone_display_is("+842203123456", "0220 3123 456"); /* 022x is not Hà Nội */
+    /* Every shape keng_norm_phone reads, so data stored before normalization shows the same. */
+    phone_display_is("0905.123.456", "0905 123 456");
+    phone_display_is("(+84) 905-123-456", "0905 123 456");
+    phone_display_is("0084 236 3822 123", "0236 3822 123");
+    /* Round trip: the display form normalizes back to the same key. */
+    char disp[KENG_NORM_PHONE_DISPLAY_MAX], back[KENG_NORM_PHONE_MAX];
+    ASSERT_EQ(keng_norm_phone_display("+842438251234", disp, sizeof disp), 0);
+    ASSERT_EQ(keng_norm_phone(disp, back, sizeof back), 0);
+    ASSERT_STR_EQ(back, "+842438251234");
+}
+
+TEST(norm_phone_display_refuses_what_is_not_a_vietnamese_number)
+{
+    char out[KENG_NORM_PHONE_DISPLAY_MAX] = "x";
+    ASSERT_EQ(keng_norm_phone_display("+1 202 555 0100", out, sizeof out), -EINVAL);
+    ASSERT_STR_EQ(out, "");
+    ASSERT_EQ(keng_norm_phone_display("0905 ABC 456", out, sizeof out), -EINVAL);
+    ASSERT_EQ(keng_norm_phone_display("", out, sizeof out), -EINVAL);
+    ASSERT_EQ(keng_norm_phone_display(NULL, out, sizeof out), -EINVAL);
+    /* "0236 3621 113" and its NUL need 14 bytes; one fewer is -ENOSPC, never a cut number. */
+    char small[13] = "x";
+    ASSERT_EQ(keng_norm_phone_display("+842363621113", small, sizeof small), -ENOSPC);
+    ASSERT_STR_EQ(small, "");
+    char exact[14];
+    ASSERT_EQ(keng_norm_phone_display("+842363621113", exact, sizeof exact), 0);
+    ASSERT_STR_EQ(exact, "0236 3621 113");
+}
+
 static void account_is(const char *in, const char *want)
 {
     char out[KENG_NORM_ACCOUNT_MAX];

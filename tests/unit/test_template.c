@@ -819,3 +819,183 @@ TEST(template_set_email_html_renders)
     keng_buf_free(&out);
     keng_tplset_free(s);
 }
+
+/* ---- what residents read, over the data kengd makes (keng_alert_tpl_data) ---- */
+
+#include "keng/alert_view.h"
+
+/* Template data for a view, as publish makes it. */
+static cJSON *tpl_data(const char *view_json, const char *event, const char *lang,
+                       const char *link_kind)
+{
+    cJSON *view = cJSON_Parse(view_json);
+    ASSERT_NOT_NULL(view);
+    keng_tpl_ctx ctx = {.event = event,
+                        .lang = lang,
+                        .ward_name = "Công an phường Hòa Cường Bắc",
+                        .ward_phone = "0236 3621 113",
+                        .public_url = "http://keng.test",
+                        .tz_offset_min = 420,
+                        .link_kind = link_kind};
+    cJSON *d = keng_alert_tpl_data(view, &ctx);
+    cJSON_Delete(view);
+    ASSERT_NOT_NULL(d);
+    return d;
+}
+
+static const char ELDER_VIEW[] =
+    "{\"id\":\"al-1\",\"kind\":\"lost_elder\",\"status\":\"published\",\"revision\":1,"
+    "\"person_name\":\"Nguyễn Thị Tám\",\"age\":78,\"last_seen_at\":\"2026-11-26T06:15:00+07:00\","
+    "\"last_seen_place\":\"kiệt 45 Núi Thành\",\"contact_phone\":\"+84905123456\",\"photos\":[]}";
+static const char FOUND_VIEW[] =
+    "{\"id\":\"al-2\",\"kind\":\"lost_elder\",\"direction\":\"found\",\"status\":\"published\","
+    "\"revision\":1,\"found_at\":\"2026-11-26T06:15:00+07:00\",\"found_place\":\"chợ Hòa Cường\","
+    "\"description\":\"Cụ ông, áo trắng\",\"contact_phone\":\"+842363621114\",\"photos\":[]}";
+static const char SCAM_VIEW[] =
+    "{\"id\":\"al-3\",\"kind\":\"scam_pattern\",\"status\":\"published\",\"revision\":1,"
+    "\"pattern_type\":\"fake_police\",\"script_summary\":\"Gọi điện xưng công an\","
+    "\"phone_numbers\":[\"+84889123456\",\"+842438251234\",\"+12025550100\"],\"photos\":[]}";
+
+/* Numbers are stored E.164 and stay so in the data (the webhook's alert object, lookups); what
+ * residents read is the national form they dial. */
+TEST(template_phones_reach_residents_in_national_form)
+{
+    cJSON *d = tpl_data(ELDER_VIEW, "alert", "vi", "r");
+    const cJSON *a = cJSON_GetObjectItem(d, "alert");
+    ASSERT_STR_EQ(cJSON_GetStringValue(cJSON_GetObjectItem(a, "contact_phone")), "+84905123456");
+    ASSERT_STR_EQ(cJSON_GetStringValue(cJSON_GetObjectItem(a, "contact_phone_display")),
+                  "0905 123 456");
+    cJSON_Delete(d);
+    d = tpl_data(SCAM_VIEW, "alert", "vi", "r");
+    a = cJSON_GetObjectItem(d, "alert");
+    const cJSON *raw = cJSON_GetObjectItem(a, "phone_numbers");
+    const cJSON *disp = cJSON_GetObjectItem(a, "phone_numbers_display");
+    ASSERT_EQ(cJSON_GetArraySize(raw), 3);
+    ASSERT_STR_EQ(cJSON_GetArrayItem(raw, 0)->valuestring, "+84889123456");
+    ASSERT_EQ(cJSON_GetArraySize(disp), 3);
+    ASSERT_STR_EQ(cJSON_GetArrayItem(disp, 0)->valuestring, "0889 123 456");
+    ASSERT_STR_EQ(cJSON_GetArrayItem(disp, 1)->valuestring, "024 3825 1234");
+    /* Not a Vietnamese number (never stored so, but data can be old): shown as it is. */
+    ASSERT_STR_EQ(cJSON_GetArrayItem(disp, 2)->valuestring, "+12025550100");
+    cJSON_Delete(d);
+
+    keng_tplset *s = load_set();
+    static const struct {
+        const char *view, *kind, *want;
+    } cases[] = {
+        {ELDER_VIEW, "lost_elder", "0905 123 456"},
+        {FOUND_VIEW, "lost_elder_found", "0236 3621 114"},
+        {SCAM_VIEW, "scam_pattern", "0889 123 456"},
+    };
+    static const char *channels[] = {NULL, "telegram", "zalo_oa", "email", "sms"};
+    static const char *events[] = {"alert", "update"};
+    static const char *langs[] = {"vi", "en"};
+    keng_buf out;
+    keng_buf_init(&out, 0);
+    for (size_t c = 0; c < 3; c++)
+        for (size_t e = 0; e < 2; e++)
+            for (size_t l = 0; l < 2; l++) {
+                d = tpl_data(cases[c].view, events[e], langs[l], "r");
+                for (size_t ch = 0; ch <= 5; ch++) {
+                    keng_buf_reset(&out);
+                    if (ch == 5)
+                        ASSERT_EQ(
+                            keng_tplset_render_html(s, cases[c].kind, events[e], langs[l], d, &out),
+                            0);
+                    else
+                        ASSERT_EQ(keng_tplset_render(s, cases[c].kind, events[e], langs[l],
+                                                     channels[ch], d, &out),
+                                  0);
+                    const char *m = out.data;
+                    if (strstr(m, "+84"))
+                        TEST_FAIL("%s.%s.%s.%s shows an E.164 number: %s", cases[c].kind, events[e],
+                                  langs[l], ch == 5 ? "email.html" : channels[ch], m);
+                    /* SMS variants carry no numbers of their own, the rest do. */
+                    if (ch != 4 && !strstr(m, cases[c].want))
+                        TEST_FAIL("%s.%s.%s.%s lacks %s: %s", cases[c].kind, events[e], langs[l],
+                                  ch == 5 ? "email.html" : channels[ch], cases[c].want, m);
+                }
+                cJSON_Delete(d);
+            }
+    /* Hand-written data without the display fields (keng render's samples) still shows the
+     * number it has. */
+    d = cJSON_Duplicate(keng_tplset_sample(s, "lost_elder"), 1);
+    cJSON *a2 = cJSON_GetObjectItem(d, "alert");
+    cJSON_DeleteItemFromObject(a2, "contact_phone_display");
+    cJSON_ReplaceItemInObject(a2, "contact_phone", cJSON_CreateString("0905 777 888"));
+    keng_buf_reset(&out);
+    ASSERT_EQ(keng_tplset_render(s, "lost_elder", "alert", "vi", NULL, d, &out), 0);
+    ASSERT_STR_CONTAINS(out.data, "gia đình: 0905 777 888 hoặc công an phường");
+    cJSON_Delete(d);
+    keng_buf_free(&out);
+    keng_tplset_free(s);
+}
+
+/* A resolution or a cancellation: the personal link is on a labelled line (it opens a page that
+ * says the alert has ended), never bare at the end and never a call to reply; a leader is told
+ * there is nothing to pass on, with no relay call; a group chat (no link) gets neither. */
+TEST(template_closing_messages_label_the_link)
+{
+    keng_tplset *s = load_set();
+    static const char *views[] = {ELDER_VIEW, FOUND_VIEW, SCAM_VIEW};
+    static const char *kinds[] = {"lost_elder", "lost_elder_found", "scam_pattern"};
+    static const char *events[] = {"resolve", "cancel"};
+    static const char *langs[] = {"vi", "en"};
+    static const char *channels[] = {NULL, "telegram", "zalo_oa", "email"};
+    static const char *label[] = {"🔗 Tình trạng thông báo: " KENG_LINK_PLACEHOLDER "\n",
+                                  "🔗 Alert status: " KENG_LINK_PLACEHOLDER "\n"};
+    static const char *no_relay[] = {"Tổ trưởng không cần chuyển tiếp tin này",
+                                     "Group leader: nothing to pass on"};
+    static const char *relay_call[] = {"chuyển tiếp tới các hộ", "pass the alert on"};
+    static const char *reply_call[] = {"Báo tin, gửi ảnh", "Send a tip"};
+    keng_buf out;
+    keng_buf_init(&out, 0);
+    for (size_t k = 0; k < 3; k++)
+        for (size_t e = 0; e < 2; e++)
+            for (size_t l = 0; l < 2; l++)
+                for (int lk = 0; lk < 3; lk++) {
+                    const char *link_kind = lk == 0 ? "r" : lk == 1 ? "l" : "";
+                    cJSON *d = tpl_data(views[k], events[e], langs[l], link_kind);
+                    cJSON_AddStringToObject(d, "resolution", "Đã xong.");
+                    for (size_t c = 0; c < 5; c++) {
+                        keng_buf_reset(&out);
+                        int html = c == 4;
+                        if (html)
+                            ASSERT_EQ(
+                                keng_tplset_render_html(s, kinds[k], events[e], langs[l], d, &out),
+                                0);
+                        else
+                            ASSERT_EQ(keng_tplset_render(s, kinds[k], events[e], langs[l],
+                                                         channels[c], d, &out),
+                                      0);
+                        const char *m = out.data;
+                        const char *at = strstr(m, KENG_LINK_PLACEHOLDER);
+                        if (!*link_kind) {
+                            ASSERT_NULL(at);
+                            ASSERT(!strstr(m, html ? "🔗" : "🔗 "));
+                            continue;
+                        }
+                        if (!at)
+                            TEST_FAIL("%s.%s.%s.%s (%s): no link in place: %s", kinds[k], events[e],
+                                      langs[l], html ? "email.html" : channels[c], link_kind, m);
+                        if (html) {
+                            ASSERT_STR_CONTAINS(m, l ? "🔗 Alert status: <a href=\"@@KENG_LINK@@\""
+                                                     : "🔗 Tình trạng thông báo: <a "
+                                                       "href=\"@@KENG_LINK@@\"");
+                        } else {
+                            ASSERT_STR_CONTAINS(m, label[l]);
+                            /* The footer follows the link: it is not the message's end. */
+                            ASSERT_STR_CONTAINS(at, "\n—\n");
+                        }
+                        ASSERT(!strstr(m, reply_call[l]));
+                        ASSERT(!strstr(m, relay_call[l]));
+                        if (lk == 1)
+                            ASSERT_STR_CONTAINS(m, no_relay[l]);
+                        else
+                            ASSERT(!strstr(m, no_relay[l]));
+                    }
+                    cJSON_Delete(d);
+                }
+    keng_buf_free(&out);
+    keng_tplset_free(s);
+}
