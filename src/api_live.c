@@ -126,8 +126,7 @@ struct page {
 };
 
 int keng_api_relay_groups(keng_app *app, const char *alert_id, const char *leader,
-                          const char *only_group, const char *note, const char *by,
-                          int64_t **jobs);
+                          const char *only_group, const char *note, const char *by, int64_t **jobs);
 
 /* ---- reach ------------------------------------------------------------------------------- */
 
@@ -615,7 +614,8 @@ static void page_fail(keng_live *l, page *p)
 /* The number of rows the status filter matches, from the counts. */
 static double page_total(const cJSON *counts, const char *status)
 {
-    static const char *const known[] = {"pending", "inflight", "delivered", "failed", "dead"};
+    static const char *const known[] = {"pending", "inflight", "delivered",
+                                        "failed",  "dead",     "superseded"};
     const char *key = status ? NULL : "total";
     for (size_t i = 0; status && i < sizeof known / sizeof known[0]; i++)
         if (!strcmp(status, known[i])) key = known[i];
@@ -730,7 +730,8 @@ void keng_api_deliveries_page(keng_call *c, const char *status, int limit, int o
     reach_entry *e = reach_get(l, p->alert_id);
     p->need = e ? e->ver : 1; /* reach as of now or newer */
     p->deadline = now + PAGE_WAIT_MS;
-    sqlite3_stmt *last = keng_store_stmt(c->app->store, "SELECT coalesce(max(id), 0) FROM deliveries");
+    sqlite3_stmt *last =
+        keng_store_stmt(c->app->store, "SELECT coalesce(max(id), 0) FROM deliveries");
     if (last && sqlite3_step(last) == SQLITE_ROW) p->upto = sqlite3_column_int64(last, 0);
     if (last) sqlite3_reset(last);
     c->state = p;

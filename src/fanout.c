@@ -529,7 +529,7 @@ static keng_channel_msg *msg_get(keng_fanout *f, int64_t id, int *gone)
     }
     sqlite3_stmt *s = keng_store_stmt(
         f->st, "SELECT id, alert_id, event, lang, channel, text, subject, html, alert_json, photos,"
-               " note FROM messages WHERE id = ?1");
+               " note, revision FROM messages WHERE id = ?1");
     if (!s) return NULL;
     sqlite3_bind_int64(s, 1, id);
     keng_channel_msg *m = NULL;
@@ -541,6 +541,7 @@ static keng_channel_msg *msg_get(keng_fanout *f, int64_t id, int *gone)
         m->channel = dup_col(s, 4), m->text = dup_col(s, 5), m->subject = dup_col(s, 6);
         m->html = dup_col(s, 7), m->alert_json = dup_col(s, 8), m->photos = dup_col(s, 9);
         if (sqlite3_column_type(s, 10) != SQLITE_NULL) m->note = dup_col(s, 10);
+        m->revision = sqlite3_column_int64(s, 11);
         keng_buf_init(&m->webhook_head, 0);
         keng_buf_init(&m->webhook_text, 0);
         keng_buf_init(&m->file, 0);
@@ -615,10 +616,11 @@ static void report_rows(keng_fanout *f, const fo_result *res, int n, const fo_jo
         const keng_outbox_result *r = &res[i].r;
         ch[k++] =
             (keng_fanout_change){r->id, res_alert(&res[i]), res_chan(&res[i]), KENG_FANOUT_INFLIGHT,
-                                 r->status == KENG_OUTBOX_DELIVERED ? KENG_FANOUT_DELIVERED
-                                 : r->status == KENG_OUTBOX_DEAD    ? KENG_FANOUT_DEAD
-                                 : r->attempts > 0                  ? KENG_FANOUT_FAILED
-                                                                    : KENG_FANOUT_PENDING};
+                                 r->status == KENG_OUTBOX_DELIVERED    ? KENG_FANOUT_DELIVERED
+                                 : r->status == KENG_OUTBOX_DEAD       ? KENG_FANOUT_DEAD
+                                 : r->status == KENG_OUTBOX_SUPERSEDED ? KENG_FANOUT_SUPERSEDED
+                                 : r->attempts > 0                     ? KENG_FANOUT_FAILED
+                                                                       : KENG_FANOUT_PENDING};
         if (k == 64) f->cfg.on_rows(f->cfg.ud, ch, k), k = 0;
     }
     for (const fo_job *j = claimed; j; j = j->next) {
@@ -1135,9 +1137,49 @@ static const char *job_fault(const keng_fanout *f, const fo_job *j, const keng_c
     return NULL;
 }
 
-/* Checks a job the first time it comes up and finds its receiver; 0, or -1 when it was made dead
- * or given back (and released). A job parked for a busy receiver comes back with ops set: not
- * checked again. */
+/* m's alert's revision and status as they are now, give or take a second: read once a second
+ * per message at most, so that deliveries of the latest revision cost no lookup. */
+static void msg_alert(keng_fanout *f, keng_channel_msg *m)
+{
+    uint64_t now = uv_now(f->loop);
+    if (m->alert_read && now - m->alert_read < 1000) return;
+    sqlite3_stmt *s = keng_store_stmt(f->st, "SELECT revision, status FROM alerts WHERE id = ?1");
+    if (!s) return; /* as it was: "" (unknown) sends */
+    sqlite3_bind_text(s, 1, m->alert_id, -1, SQLITE_STATIC);
+    m->alert_status[0] = '\0';
+    if (sqlite3_step(s) == SQLITE_ROW) {
+        m->alert_revision = sqlite3_column_int64(s, 0);
+        snprintf(m->alert_status, sizeof m->alert_status, "%s", keng_store_text(s, 1));
+    }
+    sqlite3_reset(s);
+    m->alert_read = now ? now : 1;
+}
+
+/* Whether j, about to go for the first time, was replaced by a later message of its alert
+ * (keng_outbox_superseded): into why, 1 when it was. Rows of an alert kengd does not know (the
+ * engine's own tests) go. */
+static int job_superseded(keng_fanout *f, fo_job *j, char *why, size_t whylen)
+{
+    keng_channel_msg *m = j->msg;
+    msg_alert(f, m);
+    if (!m->alert_status[0]) return 0;
+    int sup = keng_outbox_superseded(f->st, j->alert_id, j->recipient, m->revision, m->event,
+                                     m->alert_revision, m->alert_status);
+    if (sup <= 0) return 0; /* a failed lookup sends: at least once */
+    if (!strcmp(m->event, "resolve") || !strcmp(m->event, "cancel"))
+        snprintf(why, whylen, "not sent: no earlier message of the alert reached %s", j->recipient);
+    else if (strcmp(m->alert_status, "published") != 0)
+        snprintf(why, whylen, "not sent: the alert was %s before this message went",
+                 m->alert_status);
+    else
+        snprintf(why, whylen, "not sent: revision %" PRId64 " of the alert replaced it",
+                 m->alert_revision);
+    return 1;
+}
+
+/* Checks a job the first time it comes up and finds its receiver; 0, or -1 when it was made dead,
+ * given back or superseded (and released). A job parked for a busy receiver comes back with ops
+ * set: not checked again. */
 static int check_job(keng_fanout *f, fo_job *j)
 {
     char err[256];
@@ -1152,6 +1194,12 @@ static int check_job(keng_fanout *f, fo_job *j)
     const char *fault = job_fault(f, j, &ops, err, sizeof err);
     if (fault) {
         fail_now(f, j, fault);
+        return -1;
+    }
+    if (job_superseded(f, j, err, sizeof err)) {
+        f->stats.superseded++;
+        push_result(f, j, KENG_OUTBOX_SUPERSEDED, j->attempts, 0, -1, err, 0);
+        job_release(f, j);
         return -1;
     }
     j->ops = ops;
@@ -1949,6 +1997,9 @@ nomem:
 void keng_fanout_kick(keng_fanout *f)
 {
     if (!f || f->stopping) return;
+    /* A kick may follow a new revision or the end of an alert: its messages look again. */
+    for (int i = 0; i < f->nmsgs; i++)
+        f->msgs[i]->alert_read = 0;
     f->dry = 0;
     schedule_pump(f, 0);
 }

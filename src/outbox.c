@@ -115,7 +115,7 @@ int keng_outbox_write(keng_store *st, const keng_outbox_result *res, int n)
         "UPDATE delivery_state SET status = ?2, attempts = ?3, next_at = ?4,"
         " last_code = CASE WHEN ?5 = -1 THEN last_code ELSE ?5 END,"
         " last_error = COALESCE(?6, last_error), delivered_at = ?7, latency_ms = ?8 WHERE id = ?1";
-    static const char *const names[] = {"pending", "delivered", "dead"};
+    static const char *const names[] = {"pending", "delivered", "dead", "superseded"};
     /* Looked up once, not per row (the cache compares SQL text); step_done resets it and the
      * bindings are cleared for each row, as keng_store_stmt would: ?5 to ?8 are optional. */
     sqlite3_stmt *s = keng_store_stmt(st, up_sql);
@@ -299,6 +299,31 @@ out:
     return rc;
 }
 
+int keng_outbox_superseded(keng_store *st, const char *alert_id, const char *recipient,
+                           int64_t revision, const char *event, int64_t alert_revision,
+                           const char *alert_status)
+{
+    int final = !strcmp(event, "resolve") || !strcmp(event, "cancel");
+    int ended = strcmp(alert_status, "published") != 0;
+    if (!final && ended) return 1;
+    if (!final && revision >= alert_revision) return 0; /* the latest: no lookup */
+    sqlite3_stmt *s = keng_store_stmt(
+        st, final ? "SELECT 1 FROM deliveries d JOIN delivery_state s USING (id, alert_id)"
+                    " WHERE d.alert_id = ?1 AND d.recipient = ?2 AND d.revision < ?3"
+                    " AND s.status IN ('delivered', 'inflight') LIMIT 1"
+                  : "SELECT 1 FROM deliveries WHERE alert_id = ?1 AND recipient = ?2"
+                    " AND revision > ?3 LIMIT 1");
+    if (!s) return -EIO;
+    sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, recipient, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, revision);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return keng_store_errno(rc);
+    int found = rc == SQLITE_ROW;
+    return final ? !found : found;
+}
+
 int keng_outbox_recover(keng_store *st)
 {
     sqlite3_stmt *s = keng_store_stmt(
@@ -342,7 +367,8 @@ static int add_count(cJSON *obj, const char *key, int64_t n)
 
 static cJSON *new_counts(void)
 {
-    static const char *const keys[] = {"pending", "inflight", "delivered", "failed", "dead"};
+    static const char *const keys[] = {"pending", "inflight", "delivered",
+                                       "failed",  "dead",     "superseded"};
     cJSON *o = cJSON_CreateObject();
     if (!o) return NULL;
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
@@ -558,13 +584,17 @@ int keng_outbox_redeliver(keng_store *st, const char *alert_id)
 int keng_outbox_rehold(keng_store *st, int64_t now, int64_t not_before)
 {
     /* A pending row never tried whose time is still to come is one quiet hours held (a retry
-     * has attempts > 0): it waits for the quiet hours in force now, not the ones it met. Not a
-     * row of an immediate alert: quiet hours never hold those; one of its rows due later was
-     * given back by the engine (a receiver that hung), and must not wait for the morning. */
+     * has attempts > 0): it waits for the quiet hours in force now, not the ones it met. A row
+     * of an immediate alert goes now: quiet hours do not hold those (a row of one due later was
+     * given back by the engine, its receiver hanging, or held before an update made the alert
+     * immediate: the engine then finds it superseded). */
+#define WHEN_DUE                                                                                   \
+    "CASE WHEN alert_id IN (SELECT id FROM alerts WHERE json_extract(doc, '$.urgency') ="          \
+    " 'immediate') THEN 0 ELSE ?2 END"
     sqlite3_stmt *s = keng_store_stmt(
-        st, "UPDATE delivery_state SET next_at = ?2 WHERE status = 'pending' AND next_at > ?1"
-            " AND attempts = 0 AND next_at <> ?2 AND alert_id NOT IN (SELECT id FROM alerts"
-            " WHERE json_extract(doc, '$.urgency') = 'immediate')");
+        st, "UPDATE delivery_state SET next_at = " WHEN_DUE " WHERE status = 'pending' AND"
+            " next_at > ?1 AND attempts = 0 AND next_at <> " WHEN_DUE);
+#undef WHEN_DUE
     if (!s) return -EIO;
     sqlite3_bind_int64(s, 1, now);
     sqlite3_bind_int64(s, 2, not_before > now ? not_before : 0);

@@ -131,8 +131,9 @@ static int render_email_html(const keng_publish_ctx *c, const cJSON *view, const
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(data, "has_photos")) &&
         !cJSON_AddStringToObject(data, "photo_src", KENG_PHOTO_PLACEHOLDER))
         rc = -ENOMEM;
-    if (!rc) rc = keng_tplset_render_html(c->templates, keng_alert_tpl_kind(view), event, lang,
-                                          data, out);
+    if (!rc)
+        rc = keng_tplset_render_html(c->templates, keng_alert_tpl_kind(view), event, lang, data,
+                                     out);
     cJSON_Delete(data);
     return rc == -ENOENT ? 0 : rc;
 }
@@ -163,8 +164,7 @@ static void message_subject(const cJSON *view, const keng_buf *text, char *out, 
 /* Renders and stores one message row; *id is its rowid. */
 static int message_insert(const keng_publish_ctx *c, const char *alert_id, int revision,
                           const char *event, const cJSON *view, const char *lang,
-                          const char *channel, const char *link_kind, const char *note,
-                          int64_t *id)
+                          const char *channel, const char *link_kind, const char *note, int64_t *id)
 {
     keng_buf text;
     keng_buf_init(&text, 0);
@@ -247,9 +247,10 @@ static const range ALL_RECIPIENTS = {NULL, "", RANGE_END};
  * then reads every recipient of the alert for each small group: the index is named. */
 #define FROM_ALL "recipients r"
 #define FROM_GROUP "recipients r INDEXED BY recipients_group"
-#define RANGE_ALL " r.alert_id = ?1 AND r.member_id > ?9 AND r.member_id <= ?10 AND r.state = 'sent'"
+#define RANGE_ALL                                                                                  \
+    " r.alert_id = ?1 AND r.member_id > ?9 AND r.member_id <= ?10 AND r.state = 'sent'"
 #define RANGE_GROUP                                                                                \
-    " r.alert_id = ?1 AND r.via_group = ?7 AND r.state = 'sent' AND r.member_id > ?9"             \
+    " r.alert_id = ?1 AND r.via_group = ?7 AND r.state = 'sent' AND r.member_id > ?9"              \
     " AND r.member_id <= ?10"
 
 static void bind_range(sqlite3_stmt *s, const char *alert_id, const range *r)
@@ -473,7 +474,7 @@ static area area_of(const cJSON *view)
 }
 
 #define AREA_SQL                                                                                   \
-    "(?2 = 0 OR m.lat IS NULL OR m.lon IS NULL OR ((m.lon - ?4) * ?5) * ((m.lon - ?4) * ?5) +"    \
+    "(?2 = 0 OR m.lat IS NULL OR m.lon IS NULL OR ((m.lon - ?4) * ?5) * ((m.lon - ?4) * ?5) +"     \
     " ((m.lat - ?3) * 110540.0) * ((m.lat - ?3) * 110540.0) <= ?6 * ?6)"
 
 static void bind_area(sqlite3_stmt *s, const area *a)
@@ -597,8 +598,9 @@ static int job_insert(const keng_publish_ctx *c, const char *kind, const char *a
 {
     char *vj = cJSON_PrintUnformatted(view);
     sqlite3_stmt *s = keng_store_stmt(
-        c->st, "INSERT INTO publish_jobs(kind, alert_id, revision, event, group_id, note, actor,"
-               " next_at, view, groups, relay_groups, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)");
+        c->st,
+        "INSERT INTO publish_jobs(kind, alert_id, revision, event, group_id, note, actor,"
+        " next_at, view, groups, relay_groups, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)");
     sqlite3_stmt *t = keng_store_stmt(
         c->st, "INSERT INTO publish_job_state(job, n_groups, n_relay_groups, n_recipients,"
                " n_unreachable, n_deliveries) VALUES (?,?,?,?,?,?)");
@@ -660,12 +662,11 @@ int keng_publish_begin_alert(const keng_publish_ctx *c, const char *alert_id, in
      * households of the other groups in the job's chunks. Households of leader-relay groups
      * become recipients when relayed. */
     sqlite3_stmt *s = keng_store_stmt(
-        c->st,
-        "INSERT INTO recipients(alert_id, member_id, via_group, role, state, rtoken)"
-        " SELECT ?1, tg.leader, tg.id, 'leader', 'sent', keng_link_hash('l', ?1, tg.leader)"
-        " FROM temp.tg tg JOIN members m ON m.id = tg.leader WHERE tg.relay = 'leader'"
-        " ON CONFLICT(alert_id, member_id) DO UPDATE SET role = 'leader', state = 'sent',"
-        "  via_group = excluded.via_group, rtoken = excluded.rtoken");
+        c->st, "INSERT INTO recipients(alert_id, member_id, via_group, role, state, rtoken)"
+               " SELECT ?1, tg.leader, tg.id, 'leader', 'sent', keng_link_hash('l', ?1, tg.leader)"
+               " FROM temp.tg tg JOIN members m ON m.id = tg.leader WHERE tg.relay = 'leader'"
+               " ON CONFLICT(alert_id, member_id) DO UPDATE SET role = 'leader', state = 'sent',"
+               "  via_group = excluded.via_group, rtoken = excluded.rtoken");
     if (!s) {
         rc = -EIO;
         goto out;
@@ -686,9 +687,10 @@ int keng_publish_begin_alert(const keng_publish_ctx *c, const char *alert_id, in
     if ((rc = step_done(s))) goto out;
     st.relay_groups = sqlite3_changes(keng_store_db(c->st));
     /* Only leaders are recipients yet: these few rows are counted now. */
-    s = keng_store_stmt(c->st, "SELECT count(*), coalesce(sum(json_array_length(m.contacts) = 0), 0)"
-                               " FROM recipients r JOIN members m ON m.id = r.member_id"
-                               " WHERE r.alert_id = ?1");
+    s = keng_store_stmt(c->st,
+                        "SELECT count(*), coalesce(sum(json_array_length(m.contacts) = 0), 0)"
+                        " FROM recipients r JOIN members m ON m.id = r.member_id"
+                        " WHERE r.alert_id = ?1");
     if (!s) {
         rc = -EIO;
         goto out;
@@ -728,12 +730,29 @@ int keng_publish_begin_event(const keng_publish_ctx *c, const char *alert_id, in
     /* A resolution or a cancellation is good news: it may wait for the morning like the
      * alert itself; an update of an immediate alert goes at once. */
     int64_t next_at = keng_publish_view_not_before(c, view);
-    if (!strcmp(event, "resolve") || !strcmp(event, "cancel")) {
+    int final = !strcmp(event, "resolve") || !strcmp(event, "cancel");
+    if (final) {
         sqlite3_stmt *s = keng_store_stmt(
             c->st, "UPDATE relays SET state = 'closed' WHERE alert_id = ? AND state = 'waiting'");
-        if (!s) rc = -EIO;
+        if (!s)
+            rc = -EIO;
         else {
             sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_TRANSIENT);
+            rc = step_done(s);
+        }
+    }
+    if (!rc && (final || next_at == 0)) {
+        /* Earlier messages quiet hours still hold come due now, when this one ends the alert or
+         * leaves at once: the engine finds them superseded (keng_outbox_superseded) and says so,
+         * rather than leaving them pending till the morning. */
+        sqlite3_stmt *s = keng_store_stmt(
+            c->st, "UPDATE delivery_state SET next_at = 0 WHERE alert_id = ?1 AND status ="
+                   " 'pending' AND attempts = 0 AND next_at > ?2");
+        if (!s)
+            rc = -EIO;
+        else {
+            sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_int64(s, 2, c->now);
             rc = step_done(s);
         }
     }
@@ -744,7 +763,8 @@ int keng_publish_begin_event(const keng_publish_ctx *c, const char *alert_id, in
             c->st, "SELECT DISTINCT substr(recipient, 7) FROM deliveries WHERE alert_id = ?1"
                    " AND recipient >= 'group:' AND recipient < 'group;' AND event = 'alert'");
         cJSON *gids = cJSON_CreateArray();
-        if (!s) rc = -EIO;
+        if (!s)
+            rc = -EIO;
         else {
             sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_TRANSIENT);
             while (sqlite3_step(s) == SQLITE_ROW)
@@ -827,13 +847,13 @@ static int step_group(const keng_publish_ctx *c, keng_publish_job *j, const rang
 {
     area ar = area_of(j->view);
     sqlite3_stmt *s = keng_store_stmt(
-        c->st, "INSERT INTO recipients(alert_id, member_id, via_group, role, state, rtoken)"
-               " SELECT ?1, j.member_id, ?7, 'member', 'sent', keng_link_hash('r', ?1, j.member_id)"
-               " FROM memberships j JOIN members m ON m.id = j.member_id"
-               " WHERE j.group_id = ?7 AND j.member_id > ?8 AND j.member_id <= ?9"
-               " AND (?10 = 0 OR j.member_id <> coalesce((SELECT leader FROM groups"
-               "  WHERE id = ?7), '')) AND " AREA_SQL
-               " ON CONFLICT(alert_id, member_id) DO NOTHING");
+        c->st,
+        "INSERT INTO recipients(alert_id, member_id, via_group, role, state, rtoken)"
+        " SELECT ?1, j.member_id, ?7, 'member', 'sent', keng_link_hash('r', ?1, j.member_id)"
+        " FROM memberships j JOIN members m ON m.id = j.member_id"
+        " WHERE j.group_id = ?7 AND j.member_id > ?8 AND j.member_id <= ?9"
+        " AND (?10 = 0 OR j.member_id <> coalesce((SELECT leader FROM groups"
+        "  WHERE id = ?7), '')) AND " AREA_SQL " ON CONFLICT(alert_id, member_id) DO NOTHING");
     if (!s) return -EIO;
     sqlite3_bind_text(s, 1, j->alert_id, -1, SQLITE_TRANSIENT);
     bind_area(s, &ar);
@@ -929,7 +949,8 @@ static int job_finish(const keng_publish_ctx *c, const keng_publish_job *j)
         cJSON_AddNumberToObject(d, "unreachable", j->st.unreachable);
         cJSON_AddNumberToObject(d, "deliveries", j->st.deliveries);
     } else if (!strcmp(j->kind, "relay")) {
-        snprintf(action, sizeof action, "%s", strcmp(j->actor, "keng") ? "relay.leader" : "relay.timeout");
+        snprintf(action, sizeof action, "%s",
+                 strcmp(j->actor, "keng") ? "relay.leader" : "relay.timeout");
         cJSON_AddStringToObject(d, "group", j->group_id ? j->group_id : "");
         cJSON_AddNumberToObject(d, "households", j->st.recipients);
         cJSON_AddNumberToObject(d, "deliveries", j->st.deliveries);
@@ -1030,7 +1051,8 @@ static int run_all(const keng_publish_ctx *c, int64_t id, keng_publish_stats *ou
     if (rc) return rc;
     keng_publish_job *j = NULL;
     if (!(rc = keng_publish_job_next(c->st, id - 1, &j)) && j->id != id) rc = -ENOENT;
-    for (int done = 0; !rc && !done;) rc = keng_publish_job_step(c, j, 1 << 20, &done);
+    for (int done = 0; !rc && !done;)
+        rc = keng_publish_job_step(c, j, 1 << 20, &done);
     if (!rc) keng_publish_job_stats(j, out);
     keng_publish_job_free(j);
     return tx_end(c->st, rc);

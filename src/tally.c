@@ -61,6 +61,9 @@ static int state_of(const char *status, int attempts)
         if (!strcmp(status, "pending"))
             return attempts > 0 ? KENG_FANOUT_FAILED : KENG_FANOUT_PENDING;
         break;
+    case 's':
+        if (!strcmp(status, "superseded")) return KENG_FANOUT_SUPERSEDED;
+        break;
     case 'i':
         if (!strcmp(status, "inflight")) return KENG_FANOUT_INFLIGHT;
         break;
@@ -446,7 +449,9 @@ void keng_tally_rows(keng_tally *t, const keng_fanout_change *rows, int n)
         job_apply(t->verifies, a, r, c);
         if (a->n[c][r->from] < 0)
             verify_alert(t, a); /* a change the tally never heard of came first */
-        else if ((r->to == KENG_FANOUT_DELIVERED || r->to == KENG_FANOUT_DEAD) && active(a) == 0)
+        else if ((r->to == KENG_FANOUT_DELIVERED || r->to == KENG_FANOUT_DEAD ||
+                  r->to == KENG_FANOUT_SUPERSEDED) &&
+                 active(a) == 0)
             verify_alert(t, a); /* settled: a good moment to check against the outbox */
     }
 }
@@ -503,7 +508,8 @@ static int add_states(cJSON *o, const int64_t n[KENG_TALLY_STATES])
                    cJSON_AddNumberToObject(o, "inflight", POS(n[2])) &&
                    cJSON_AddNumberToObject(o, "delivered", POS(n[3])) &&
                    cJSON_AddNumberToObject(o, "failed", POS(n[1])) &&
-                   cJSON_AddNumberToObject(o, "dead", POS(n[4]))
+                   cJSON_AddNumberToObject(o, "dead", POS(n[4])) &&
+                   cJSON_AddNumberToObject(o, "superseded", POS(n[5]))
                ? 0
                : -ENOMEM;
 #undef POS

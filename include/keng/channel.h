@@ -27,10 +27,10 @@ typedef struct keng_fanout_config keng_fanout_config;
 /* A message row (messages table), loaded once and shared by all deliveries pointing at it.
  * webhook_head caches the part of the webhook body that is the same for every recipient. */
 typedef struct keng_channel_msg {
-    int64_t id;
+    int64_t id, revision;
     char *alert_id, *event, *lang, *channel, *text, *subject, *html, *alert_json, *photos;
-    char *note;            /* NULL when none */
-    char *first_photo;     /* first URL of photos; NULL when none or the event is not alert/update */
+    char *note;        /* NULL when none */
+    char *first_photo; /* first URL of photos; NULL when none or the event is not alert/update */
     keng_buf webhook_head; /* {"event":…,"alert":…,"text":…,"photos":[…] (no closing brace) */
     /* The text of keng_channel_text_with_link escaped for a JSON string (no quotes), with
      * KENG_LINK_PLACEHOLDER where the link goes; webhook_text_tail: none in the text, the link
@@ -38,6 +38,11 @@ typedef struct keng_channel_msg {
     keng_buf webhook_text;
     int webhook_text_tail;
     int refs;
+    /* The engine's: its alert's current revision and status ("" unknown: no such alert), read
+     * at most once a second (alert_read, uv_now), to tell a superseded delivery cheaply. */
+    int64_t alert_revision;
+    char alert_status[16];
+    uint64_t alert_read;
     /* What the channel's load op read from disk for this message (e-mail: the first photo's
      * thumbnail), read once per message in the thread pool before its first delivery. */
     keng_buf file;

@@ -38,6 +38,7 @@ enum keng_fanout_state {
     KENG_FANOUT_INFLIGHT,
     KENG_FANOUT_DELIVERED,
     KENG_FANOUT_DEAD,
+    KENG_FANOUT_SUPERSEDED, /* not sent: a later message of its alert replaced it */
 };
 
 /* One row's status change, committed. The strings are borrowed for the callback only. */
@@ -121,6 +122,7 @@ typedef struct keng_fanout_stats {
     uint64_t build_late; /* request batches the busy thread pool had not begun: built on the loop */
     uint64_t deferred;   /* rows given back untried: their receiver held all the parked it may */
     uint64_t given_back; /* rows given back untried: their message could not be loaded just now */
+    uint64_t superseded; /* rows not sent: a later message of their alert replaced them */
 } keng_fanout_stats;
 void keng_fanout_get_stats(keng_fanout *f, keng_fanout_stats *out);
 

@@ -9,8 +9,10 @@
  * deliveries must add in the same transaction (keng_outbox_add_state/_add_states): a delivery
  * without one is never sent.
  *
- * status: pending → inflight → delivered | pending (retry at next_at, attempts > 0) | dead.
- * "failed" in counts is a pending row with attempts > 0 (it failed at least once, will retry). */
+ * status: pending → inflight → delivered | pending (retry at next_at, attempts > 0) | dead |
+ * superseded (not sent: a later message of its alert replaced it before it went, see
+ * keng_outbox_superseded). "failed" in counts is a pending row with attempts > 0 (it failed at
+ * least once, will retry). */
 #ifndef KENG_OUTBOX_H
 #define KENG_OUTBOX_H
 
@@ -46,6 +48,7 @@ enum keng_outbox_status {
     KENG_OUTBOX_PENDING = 0, /* retry at next_at (or: put back untried, attempts unchanged) */
     KENG_OUTBOX_DELIVERED,
     KENG_OUTBOX_DEAD,
+    KENG_OUTBOX_SUPERSEDED,
 };
 
 /* The outcome of one attempt, to be written with keng_outbox_write. */
@@ -77,6 +80,17 @@ int keng_outbox_add_state(keng_store *st, int64_t id, int64_t next_at);
  * passes sqlite3_last_insert_rowid - n (new rowids are consecutive: one writer, no
  * AUTOINCREMENT). Returns how many, or a negative errno. */
 int keng_outbox_add_states(keng_store *st, int64_t after_id, int64_t next_at);
+
+/* Whether a delivery about to go for the first time is no longer wanted: of an alert at revision
+ * alert_revision (its current one) in status alert_status, the row of (revision, event) for
+ * recipient. An alert or update is superseded when the alert has ended (resolved, cancelled,
+ * expired) or when the recipient has a row of a later revision (the newer message tells all);
+ * a resolution or cancellation when the recipient never had an earlier message of the alert
+ * delivered or in flight (it goes to those who got the alert: quiet hours held the alert, or it
+ * was superseded, or it never got through). 1 superseded, 0 not, or a negative errno. */
+int keng_outbox_superseded(keng_store *st, const char *alert_id, const char *recipient,
+                           int64_t revision, const char *event, int64_t alert_revision,
+                           const char *alert_status);
 
 /* Start of kengd: rows left 'inflight' by a crash go back to 'pending' (attempts unchanged).
  * Returns how many rows were recovered, or a negative errno. */

@@ -30,8 +30,8 @@ typedef struct keng_tally keng_tally;
 
 /* The states of enum keng_fanout_state, then KENG_TALLY_OTHER: rows of any other status (they
  * count in "total" only). */
-#define KENG_TALLY_OTHER 5
-#define KENG_TALLY_STATES 6
+#define KENG_TALLY_OTHER 6
+#define KENG_TALLY_STATES 7
 
 /* Creates the tally and starts its first scan of the outbox. on_current(ud) (may be NULL) runs on
  * the loop whenever the counts caught up after having been behind (first scan done, added rows

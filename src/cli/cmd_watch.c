@@ -16,20 +16,25 @@ typedef struct watch {
     keng_cli *c;
     const char *id;
     int tty;
-    char last[256]; /* the last line drawn, to print plain lines only when something changed */
+    char last[320]; /* the last line drawn, to print plain lines only when something changed */
 } watch;
 
 typedef struct counts {
-    double pending, inflight, delivered, failed, dead, total;
+    double pending, inflight, delivered, failed, dead, superseded, total;
 } counts;
 
 static counts read_counts(const cJSON *o)
 {
-    counts k = {keng_cli_num(o, "pending", 0),   keng_cli_num(o, "inflight", 0),
-                keng_cli_num(o, "delivered", 0), keng_cli_num(o, "failed", 0),
-                keng_cli_num(o, "dead", 0),      0};
+    counts k = {keng_cli_num(o, "pending", 0),
+                keng_cli_num(o, "inflight", 0),
+                keng_cli_num(o, "delivered", 0),
+                keng_cli_num(o, "failed", 0),
+                keng_cli_num(o, "dead", 0),
+                keng_cli_num(o, "superseded", 0),
+                0};
     /* failed counts pending rows that were tried already: it is part of pending, not beside. */
-    k.total = keng_cli_num(o, "total", k.pending + k.inflight + k.delivered + k.dead);
+    k.total =
+        keng_cli_num(o, "total", k.pending + k.inflight + k.delivered + k.dead + k.superseded);
     return k;
 }
 
@@ -40,7 +45,8 @@ static int finished(const counts *k)
 
 static void draw(watch *w, const counts *k)
 {
-    double done = k->delivered + k->dead;
+    /* Superseded rows are settled too: a later message of the alert went in their place. */
+    double done = k->delivered + k->dead + k->superseded;
     int pct = k->total > 0 ? (int)(100.0 * done / k->total) : 100;
     if (pct > 100) pct = 100;
     if (w->tty) {
@@ -57,11 +63,15 @@ static void draw(watch *w, const counts *k)
         fflush(stderr);
         return;
     }
-    char line[256];
-    snprintf(line, sizeof line,
-             "đã gửi/delivered %.0f/%.0f %d%% · chờ/pending %.0f · đang gửi/inflight %.0f · "
-             "lỗi/failed %.0f · bỏ/dead %.0f",
-             k->delivered, k->total, pct, k->pending, k->inflight, k->failed, k->dead);
+    char line[320];
+    int n =
+        snprintf(line, sizeof line,
+                 "đã gửi/delivered %.0f/%.0f %d%% · chờ/pending %.0f · đang gửi/inflight %.0f · "
+                 "lỗi/failed %.0f · bỏ/dead %.0f",
+                 k->delivered, k->total, pct, k->pending, k->inflight, k->failed, k->dead);
+    if (k->superseded > 0 && n > 0 && (size_t)n < sizeof line)
+        snprintf(line + n, sizeof line - (size_t)n,
+                 " · không gửi, đã có tin mới hơn/superseded %.0f", k->superseded);
     if (strcmp(line, w->last)) {
         puts(line);
         fflush(stdout);
@@ -72,8 +82,10 @@ static void draw(watch *w, const counts *k)
 static void final_line(watch *w, const counts *k)
 {
     if (w->tty) fputc('\n', stderr);
-    printf("Xong / done: đã gửi/delivered %.0f/%.0f · lỗi/failed %.0f · bỏ/dead %.0f\n",
-           k->delivered, k->total, k->failed, k->dead);
+    printf("Xong / done: đã gửi/delivered %.0f/%.0f · lỗi/failed %.0f · bỏ/dead %.0f", k->delivered,
+           k->total, k->failed, k->dead);
+    if (k->superseded > 0) printf(" · không gửi, đã có tin mới hơn/superseded %.0f", k->superseded);
+    putchar('\n');
 }
 
 /* Handles one progress object; returns WATCH_DONE when delivery is over. */

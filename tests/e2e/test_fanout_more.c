@@ -61,6 +61,7 @@ typedef struct {
     kengd *k;
     const char *alert;
     int delivered, dead, pending; /* pending counts the failed ones too */
+    int superseded;               /* -1: any */
 } settle_ctx;
 
 /* Nothing in flight and the counts are as wanted. */
@@ -69,20 +70,28 @@ static int settled(void *ud)
     settle_ctx *w = ud;
     cJSON *d = alert_deliveries(w->k, w->alert, "limit=1");
     int ok = jnum(d, "counts.delivered") == w->delivered && jnum(d, "counts.dead") == w->dead &&
-             jnum(d, "counts.pending") == w->pending && jnum(d, "counts.inflight") == 0;
+             jnum(d, "counts.pending") == w->pending && jnum(d, "counts.inflight") == 0 &&
+             (w->superseded < 0 || jnum(d, "counts.superseded") == w->superseded);
     cJSON_Delete(d);
     return ok;
+}
+
+static void wait_settled_sup(kengd *k, const char *alert, int delivered, int dead, int pending,
+                             int superseded, int timeout_ms)
+{
+    settle_ctx w = {k, alert, delivered, dead, pending, superseded};
+    if (wait_for(settled, &w, timeout_ms)) return;
+    cJSON *d = alert_deliveries(k, alert, "limit=1");
+    char *s = cJSON_PrintUnformatted(jget(d, "counts"));
+    TEST_FAIL("alert %s did not settle at delivered=%d dead=%d pending=%d superseded=%d within %d "
+              "ms: %s",
+              alert, delivered, dead, pending, superseded, timeout_ms, s);
 }
 
 static void wait_settled(kengd *k, const char *alert, int delivered, int dead, int pending,
                          int timeout_ms)
 {
-    settle_ctx w = {k, alert, delivered, dead, pending};
-    if (wait_for(settled, &w, timeout_ms)) return;
-    cJSON *d = alert_deliveries(k, alert, "limit=1");
-    char *s = cJSON_PrintUnformatted(jget(d, "counts"));
-    TEST_FAIL("alert %s did not settle at delivered=%d dead=%d pending=%d within %d ms: %s", alert,
-              delivered, dead, pending, timeout_ms, s);
+    wait_settled_sup(k, alert, delivered, dead, pending, -1, timeout_ms);
 }
 
 /* Splits an Idempotency-Key ALERT.REVISION.RECIPIENT.CHANNEL; 0 when it is one of alert. */
@@ -599,6 +608,95 @@ TEST_TIMEOUT(e2e_fanout_quiet_hours_hold_expected_not_immediate, 60)
     for (const cJSON *it = jget(d, "items")->child; it; it = it->next)
         ASSERT_LE(jnum(it, "next_at"), (double)time(NULL));
     cJSON_Delete(d);
+    kengd_stop(&k);
+    kengd_cleanup(&k);
+    fake_stop(&rx);
+    rm_rf(dir);
+}
+
+/* Quiet hours held an alert's messages; meanwhile it was updated to go at once, or resolved. The
+ * held ones are not sent, and say so at once ('superseded', with the reason): the update told
+ * everyone all there is, and a resolved alert's news stops. Its resolution, held like the alert,
+ * is not sent either when it comes due (here: a restart with quiet hours off): a household never
+ * told of the alert is not told it is over. */
+TEST_TIMEOUT(e2e_fanout_held_messages_superseded_by_later_ones, 60)
+{
+    char dir[] = "/tmp/keng-ward-XXXXXX";
+    ASSERT_NOT_NULL(mkdtemp(dir));
+    fake rx;
+    start_receiver(&rx, dir, NULL);
+    keng_buf b;
+    ward_group_begin(&b, "g-s", "auto", NULL, NULL);
+    ward_member_webhook(&b, "s-1", rx.port, "/ok");
+    ward_member_webhook(&b, "s-2", rx.port, "/ok");
+    ward_member_webhook(&b, "s-3", rx.port, "/ok");
+    ward_group_end(&b, dir, "g-s");
+    time_t now = time(NULL);
+    long long local = (long long)now + 7 * 3600;
+    int m = (int)(local % 86400 / 60);
+    int from = (m + 1440 - 60) % 1440, to = (m + 60) % 1440;
+    char quiet[32];
+    snprintf(quiet, sizeof quiet, "%02d:%02d-%02d:%02d", from / 60, from % 60, to / 60, to % 60);
+    const char *extra[] = {"--quiet-hours", quiet, NULL};
+    kengd k;
+    kengd_start(&k, dir, extra);
+    char updated[64], resolved[64], p[160];
+    resp r;
+    publish(&k, "{\"groups\":[\"g-s\"]}", "expected", updated, &r);
+    resp_free(&r);
+    snprintf(p, sizeof p, "/v1/alerts/%s", updated);
+    http_json(&k, "PATCH", p, "{\"urgency\":\"immediate\",\"advice\":\"Không đọc mã OTP cho ai\"}",
+              &r);
+    ASSERT_EQ(r.status, 200);
+    resp_free(&r);
+    wait_settled_sup(&k, updated, 3, 0, 0, 3, 10000); /* the update went, not the alert */
+    publish(&k, "{\"groups\":[\"g-s\"]}", "expected", resolved, &r);
+    resp_free(&r);
+    snprintf(p, sizeof p, "/v1/alerts/%s/resolve", resolved);
+    http_json(&k, "POST", p, NULL, &r);
+    ASSERT_EQ(r.status, 200);
+    resp_free(&r);
+    wait_settled_sup(&k, resolved, 0, 0, 3, 3, 10000); /* the alert: no; its resolution waits */
+    kengd_stop(&k);
+    const char *off[] = {"--quiet-hours", "off", NULL};
+    kengd_restart(&k, off);
+    wait_settled_sup(&k, updated, 3, 0, 0, 3, 10000);
+    wait_settled_sup(&k, resolved, 0, 0, 0, 6, 10000);
+    cJSON *d = alert_deliveries(&k, updated, "status=delivered");
+    int urev = (int)jnum(d, "items[0].revision");
+    ASSERT_STR_EQ(jstr(d, "items[0].event"), "update");
+    cJSON_Delete(d);
+    char why[64];
+    snprintf(why, sizeof why, "not sent: revision %d of the alert replaced it", urev);
+    const char *alerts[] = {updated, resolved};
+    for (int a = 0; a < 2; a++) {
+        d = alert_deliveries(&k, alerts[a], "status=superseded");
+        ASSERT_EQ(cJSON_GetArraySize(jget(d, "items")), a ? 6 : 3);
+        for (const cJSON *it = jget(d, "items")->child; it; it = it->next) {
+            ASSERT_EQ(jnum(it, "attempts"), 0);
+            if (!a) {
+                ASSERT_STR_EQ(jstr(it, "event"), "alert");
+                ASSERT_STR_EQ(jstr(it, "last_error"), why);
+            } else if (!strcmp(jstr(it, "event"), "alert")) {
+                ASSERT_STR_EQ(jstr(it, "last_error"),
+                              "not sent: the alert was resolved before this message went");
+            } else {
+                ASSERT_STR_EQ(jstr(it, "event"), "resolve");
+                ASSERT_STR_CONTAINS(jstr(it, "last_error"), "not sent: no earlier message of");
+            }
+        }
+        cJSON_Delete(d);
+    }
+    /* The receiver saw the update, three times, and nothing else. */
+    cJSON *log = fake_log(&rx);
+    int rev, n = 0;
+    char who[64], ch[32];
+    for (const cJSON *e = log->child; e; e = e->next, n++) {
+        ASSERT_EQ(key_split(jstr(e, "key"), updated, &rev, who, ch), 0);
+        ASSERT_EQ(rev, urev);
+    }
+    ASSERT_EQ(n, 3);
+    cJSON_Delete(log);
     kengd_stop(&k);
     kengd_cleanup(&k);
     fake_stop(&rx);

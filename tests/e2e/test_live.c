@@ -59,9 +59,11 @@ static cJSON *db_counts(const char *dir, const char *alert)
                                  -1, &s, NULL),
               SQLITE_OK);
     if (alert) sqlite3_bind_text(s, 1, alert, -1, SQLITE_TRANSIENT);
-    static const char *const keys[] = {"pending", "inflight", "delivered", "failed", "dead"};
+    static const char *const keys[] = {"pending", "inflight", "delivered",
+                                       "failed",  "dead",     "superseded"};
+    enum { NKEYS = sizeof keys / sizeof keys[0] };
     cJSON *root = cJSON_CreateObject(), *by = cJSON_CreateObject();
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < NKEYS; i++)
         cJSON_AddNumberToObject(root, keys[i], 0);
     double total = 0;
     while (sqlite3_step(s) == SQLITE_ROW) {
@@ -72,7 +74,7 @@ static cJSON *db_counts(const char *dir, const char *alert)
         cJSON *c = cJSON_GetObjectItemCaseSensitive(by, ch);
         if (!c) {
             c = cJSON_AddObjectToObject(by, ch);
-            for (int i = 0; i < 5; i++)
+            for (int i = 0; i < NKEYS; i++)
                 cJSON_AddNumberToObject(c, keys[i], 0);
         }
         cJSON *objs[2] = {root, c};
