@@ -1488,7 +1488,7 @@ TEST(fanout_email_from_templates_with_inline_thumbnail)
     const char *html = email_str(j, "html");
     /* The HTML is the template's, escaped, with the link as a link and the photo by cid:. */
     ASSERT_STR_CONTAINS(html, "nhờ bà con để ý, giúp tìm người đi lạc");
-    ASSERT_STR_CONTAINS(html, "Báo tin, gửi ảnh/clip");
+    ASSERT_STR_CONTAINS(html, "Báo tin hoặc bấm “Không thấy gì”");
     ASSERT_STR_CONTAINS(html, "<a href=\"http://keng.test/r/A9?m=hh-1&amp;t=x\"");
     ASSERT_STR_CONTAINS(html, ">http://keng.test/r/A9?m=hh-1&amp;t=x</a>");
     ASSERT_STR_CONTAINS(html, "chợ Hòa Cường &amp; cầu &lt;Tiên Sơn&gt;");

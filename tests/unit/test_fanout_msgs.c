@@ -243,7 +243,7 @@ TEST(fanout_msgs_resolution_link_is_labelled)
     const char *t = line_text(log, "hh-1", &j);
     ASSERT_STR_CONTAINS(t, "\n🔗 Tình trạng thông báo: http://keng.test/r/A1-hh-1\n—\n");
     ASSERT(!strstr(t, "\n\nhttp://"));
-    ASSERT(!strstr(t, "Báo tin, gửi ảnh")); /* no call to reply to an ended alert */
+    ASSERT(!strstr(t, "Báo tin hoặc bấm")); /* no call to reply to an ended alert */
     cJSON_Delete(j);
     t = line_text(log, "hh-lead", &j);
     ASSERT_STR_CONTAINS(t, "không cần chuyển tiếp");

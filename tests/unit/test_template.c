@@ -811,7 +811,7 @@ TEST(template_set_email_html_renders)
     ASSERT_EQ(keng_tplset_render_html(s, "lost_elder", "alert", "vi", d, &out), 0);
     ASSERT_STR_CONTAINS(out.data, "<b>Bà &quot;Tám&quot; &amp; &lt;cháu&gt;</b>");
     ASSERT_STR_CONTAINS(out.data, "nhờ bà con để ý, giúp tìm người đi lạc");
-    ASSERT_STR_CONTAINS(out.data, "Báo tin, gửi ảnh/clip, hoặc bấm “Không thấy gì”");
+    ASSERT_STR_CONTAINS(out.data, "Báo tin hoặc bấm “Không thấy gì”");
     keng_buf_reset(&out);
     ASSERT_EQ(keng_tplset_render_html(s, "lost_elder", "resolve", "vi", d, &out), 0);
     ASSERT_STR_CONTAINS(out.data, "xin đừng chia sẻ tiếp ảnh và thông tin cá nhân của cụ");
@@ -947,7 +947,7 @@ TEST(template_closing_messages_label_the_link)
     static const char *no_relay[] = {"Tổ trưởng không cần chuyển tiếp tin này",
                                      "Group leader: nothing to pass on"};
     static const char *relay_call[] = {"chuyển tiếp tới các hộ", "pass the alert on"};
-    static const char *reply_call[] = {"Báo tin, gửi ảnh", "Send a tip"};
+    static const char *reply_call[] = {"Báo tin hoặc bấm", "Send a tip"};
     keng_buf out;
     keng_buf_init(&out, 0);
     for (size_t k = 0; k < 3; k++)
