@@ -411,6 +411,59 @@ int keng_channel_utf8_cut(const char *s, size_t max_chars, keng_buf *out)
     return text_cut(s, max_chars, 0, out);
 }
 
+/* Appends s[0, n) to out with every link placeholder replaced by link. */
+static int put_linked(keng_buf *out, const char *s, size_t n, const char *link)
+{
+    size_t pl = strlen(KENG_LINK_PLACEHOLDER);
+    const char *end = s + n;
+    int rc = 0;
+    while (rc == 0 && s < end) {
+        const char *hit = memmem(s, (size_t)(end - s), KENG_LINK_PLACEHOLDER, pl);
+        const char *stop = hit ? hit : end;
+        rc = keng_buf_append(out, s, (size_t)(stop - s));
+        if (rc == 0 && hit) rc = keng_buf_puts(out, link);
+        s = hit ? hit + pl : end;
+    }
+    return rc;
+}
+
+/* A text too long whose template placed the link: the words before the link's line are cut, and
+ * what ends the message stays whole after them — the link's line (its label and the link) and
+ * the lines after it (the ward's duty phone), or, when those take more than half the room, the
+ * link's line alone. 1 when done so, 0 when it cannot be (no placeholder, or the line alone does
+ * not fit), or a negative errno. */
+static int fit_keeping_tail(const keng_channel_req *req, size_t max, int utf16, keng_buf *out)
+{
+    const char *t = req->msg->text, *hit = strstr(t, KENG_LINK_PLACEHOLDER);
+    if (!hit) return 0;
+    const char *ls = hit, *le = strchr(hit, '\n');
+    while (ls > t && ls[-1] != '\n')
+        ls--;
+    if (!le) le = hit + strlen(hit);
+    size_t head_len = (size_t)(ls - t);
+    while (head_len && t[head_len - 1] == '\n')
+        head_len--;
+    keng_buf keep, head;
+    keng_buf_init(&keep, 0);
+    keng_buf_init(&head, 0);
+    int rc = put_linked(&keep, ls, strlen(ls), req->link_url);
+    if (rc == 0 && text_units(keep.data, utf16) + 2 > max / 2) {
+        keng_buf_reset(&keep);
+        rc = put_linked(&keep, ls, (size_t)(le - ls), req->link_url);
+    }
+    int done = 0;
+    size_t ku = rc == 0 ? text_units(keep.data ? keep.data : "", utf16) + 2 : 0;
+    if (rc == 0 && ku < max) {
+        rc = put_linked(&head, t, head_len, "");
+        if (rc == 0) rc = text_cut(head.data ? head.data : "", max - ku, utf16, out);
+        if (rc == 0) rc = keng_buf_printf(out, "\n\n%s", keep.data);
+        done = rc == 0;
+    }
+    keng_buf_free(&keep);
+    keng_buf_free(&head);
+    return rc ? rc : done;
+}
+
 int keng_channel_text_fit(const keng_channel_req *req, size_t max, int utf16, keng_buf *out)
 {
     keng_buf full;
@@ -422,8 +475,13 @@ int keng_channel_text_fit(const keng_channel_req *req, size_t max, int utf16, ke
         keng_buf_free(&full);
         return rc;
     }
-    /* Too long with the link in it: cut the words, never the household's link, which goes on a
-     * line of its own at the end. */
+    rc = fit_keeping_tail(req, max, utf16, out); /* writes nothing when it returns 0 */
+    if (rc) {
+        keng_buf_free(&full);
+        return rc < 0 ? rc : 0;
+    }
+    /* Else cut the words, never the household's link, which goes on a line of its own at the
+     * end. */
     keng_channel_req bare = *req;
     bare.link_url = "";
     keng_buf_reset(&full);

@@ -1633,15 +1633,34 @@ TEST(fanout_text_fit_keeps_the_link_and_counts_utf16)
     keng_buf_init(&out, 0);
     ASSERT_EQ(keng_channel_text_fit(&req, 1024, 1, &out), 0);
     ASSERT_LE(utf16_units(out.data), 1024); /* code points alone would have allowed more */
-    size_t ll = strlen(req.link_url);
-    ASSERT(out.len > ll && !strcmp(out.data + out.len - ll, req.link_url)); /* the link, whole */
-    ASSERT_STR_CONTAINS(out.data, "…\n\nhttps://");
+    ASSERT_GE(utf16_units(out.data), 1023); /* the room is used */
+    /* The words are cut; what ends the message stays whole: the link's line, label and link,
+     * and the lines after it. */
+    char tail[160];
+    snprintf(tail, sizeof tail, "…\n\nTrả lời: %s\nCảm ơn bà con.", req.link_url);
+    size_t tl = strlen(tail);
+    ASSERT(out.len > tl && !strcmp(out.data + out.len - tl, tail));
     ASSERT(strstr(out.data, KENG_LINK_PLACEHOLDER) == NULL);
     ASSERT_EQ(strncmp(out.data, "🔴 KHẨN", strlen("🔴 KHẨN")), 0);
     /* Counting code points (Zalo): the cut lands later, still within the limit. */
     keng_buf_reset(&out);
     ASSERT_EQ(keng_channel_text_fit(&req, 2000, 0, &out), 0);
     ASSERT_STR_CONTAINS(out.data, req.link_url);
+    ASSERT_LE(strlen(out.data), 2000 * 4);
+    /* A tail longer than half the room: only the link's line is kept whole. */
+    keng_buf_reset(&out);
+    ASSERT_EQ(keng_channel_text_fit(&req, 140, 1, &out), 0);
+    ASSERT_LE(utf16_units(out.data), 140);
+    snprintf(tail, sizeof tail, "…\n\nTrả lời: %s", req.link_url);
+    tl = strlen(tail);
+    ASSERT(out.len > tl && !strcmp(out.data + out.len - tl, tail));
+    /* Not even the link's line fits: the bare link, whole, after the cut. */
+    keng_buf_reset(&out);
+    ASSERT_EQ(keng_channel_text_fit(&req, 70, 1, &out), 0);
+    ASSERT_LE(utf16_units(out.data), 70);
+    snprintf(tail, sizeof tail, "…\n\n%s", req.link_url);
+    tl = strlen(tail);
+    ASSERT(out.len > tl && !strcmp(out.data + out.len - tl, tail));
     /* Short enough: unchanged, the link where the wording puts it. */
     m.text = "Mất xe máy Wave đỏ. Trả lời: " KENG_LINK_PLACEHOLDER " Cảm ơn.";
     keng_buf_reset(&out);
