@@ -95,7 +95,8 @@ static void spawn(kengd *k, const char *const *extra)
     argv[n++] = "templates";
     argv[n++] = "--quiet-hours";
     argv[n++] = "off";
-    for (int i = 0; extra && extra[i] && n < 62; i++) argv[n++] = extra[i];
+    for (int i = 0; extra && extra[i] && n < 62; i++)
+        argv[n++] = extra[i];
     argv[n] = NULL;
     fflush(NULL);
     pid_t pid = fork();
@@ -297,7 +298,8 @@ const char *resp_header(const resp *r, const char *name, char *out, size_t outle
         size_t ll = eol ? (size_t)(eol - p) : strlen(p);
         if (ll > nl && strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
             const char *v = p + nl + 1;
-            while (*v == ' ') v++;
+            while (*v == ' ')
+                v++;
             snprintf(out, outlen, "%.*s", (int)(ll - (size_t)(v - p)), v);
         }
         p += ll + (eol ? 2 : 0);
@@ -386,7 +388,8 @@ void fake_start(fake *f, const char *name, const char *dir, const char *const *a
         argv[n++] = script;
         argv[n++] = "--log";
         argv[n++] = f->log;
-        for (int i = 0; args && args[i] && n < 30; i++) argv[n++] = args[i];
+        for (int i = 0; args && args[i] && n < 30; i++)
+            argv[n++] = args[i];
         argv[n] = NULL;
         execv(argv[0], (char *const *)argv);
         _exit(127);
@@ -464,7 +467,8 @@ int wait_for(int (*fn)(void *), void *ud, int timeout_ms)
 {
     long long t0 = now_ms();
     int v;
-    while (!(v = fn(ud)) && now_ms() - t0 < timeout_ms) usleep(50000);
+    while (!(v = fn(ud)) && now_ms() - t0 < timeout_ms)
+        usleep(50000);
     return v;
 }
 
@@ -491,7 +495,8 @@ int db_integrity_ok(const char *dir, char *why, size_t whylen)
         while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
             const char *t = (const char *)sqlite3_column_text(s, 0);
             rows++;
-            if (n < whylen) n += (size_t)snprintf(why + n, whylen - n, "%s%s", n ? "; " : "", t ? t : "");
+            if (n < whylen)
+                n += (size_t)snprintf(why + n, whylen - n, "%s%s", n ? "; " : "", t ? t : "");
         }
         if (rc != SQLITE_DONE)
             snprintf(why, whylen, "integrity_check: %s", sqlite3_errmsg(db));
@@ -592,4 +597,15 @@ cJSON *alert_deliveries(kengd *k, const char *alert, const char *query)
     resp_free(&r);
     ASSERT_NOT_NULL(j);
     return j;
+}
+
+long long quiet_window_around_now(char flag[32])
+{
+    long long local = (long long)time(NULL) + 7 * 3600;
+    int m = (int)(local % 86400 / 60);
+    int from = (m + 1440 - 60) % 1440, to = (m + 60) % 1440;
+    snprintf(flag, 32, "%02d:%02d-%02d:%02d", from / 60, from % 60, to / 60, to % 60);
+    long long end_local = local - local % 86400 + to * 60;
+    if (end_local <= local) end_local += 86400;
+    return end_local - 7 * 3600;
 }

@@ -10,9 +10,9 @@
 typedef struct kengd {
     pid_t pid;
     int port;
-    char dir[256];       /* temporary data directory */
-    char url[64];        /* http://127.0.0.1:PORT */
-    char token[64];      /* the admin token */
+    char dir[256];  /* temporary data directory */
+    char url[64];   /* http://127.0.0.1:PORT */
+    char token[64]; /* the admin token */
     char groups[512];
 } kengd;
 
@@ -98,5 +98,10 @@ void ward_member(struct keng_buf *b, const char *id, const char *contacts);
 /* A member defined in another group's file, by id. */
 void ward_member_ref(struct keng_buf *b, const char *id);
 void ward_group_end(struct keng_buf *b, const char *dir, const char *gid);
+
+/* A --quiet-hours value (into flag, 32 bytes) from an hour ago to an hour ahead in kengd's time
+ * (UTC+7, no DST): now is inside it at any hour, across midnight too. Returns when it ends (unix
+ * seconds); the ward's local time of that is the return value + 7 × 3600. */
+long long quiet_window_around_now(char flag[32]);
 
 #endif

@@ -105,7 +105,8 @@ TEST_TIMEOUT(e2e_alert_lifecycle_with_photos, 60)
     resp_free(&r);
     http_json(&k, "POST", "/v1/alerts",
               "{\"kind\":\"suspicious_vehicle\",\"vehicle_type\":\"motorbike\",\"plate\":\"ABC\","
-              "\"targets\":{\"all\":true}}", &r);
+              "\"targets\":{\"all\":true}}",
+              &r);
     ASSERT_EQ(r.status, 400);
     ASSERT_STR_EQ(jstr(r.json, "error.field"), "plate");
     resp_free(&r);
@@ -166,8 +167,9 @@ TEST_TIMEOUT(e2e_alert_lifecycle_with_photos, 60)
     /* update: a new revision, reaching the same 7 */
     char p3[256];
     snprintf(p3, sizeof p3, "/v1/alerts/%s", id);
-    http_json(&k, "PATCH", p3, "{\"description\":\"Áo bà ba nâu, quần đen, dép tổ ong\","
-                               "\"update_note\":\"Có người thấy cụ ở chợ Hòa Cường lúc 7 giờ 30.\"}",
+    http_json(&k, "PATCH", p3,
+              "{\"description\":\"Áo bà ba nâu, quần đen, dép tổ ong\","
+              "\"update_note\":\"Có người thấy cụ ở chợ Hòa Cường lúc 7 giờ 30.\"}",
               &r);
     ASSERT_EQ(r.status, 200);
     ASSERT_EQ(jnum(r.json, "revision"), 3);
@@ -247,9 +249,11 @@ TEST_TIMEOUT(e2e_cancel_a_vehicle_alert_and_expiry, 60)
     kengd_start(&k, NULL, NULL);
     resp r;
     http_json(&k, "POST", "/v1/alerts",
-              "{\"kind\":\"suspicious_vehicle\",\"vehicle_type\":\"motorbike\",\"plate\":\"29-B1 123.45\","
+              "{\"kind\":\"suspicious_vehicle\",\"vehicle_type\":\"motorbike\",\"plate\":\"29-B1 "
+              "123.45\","
               "\"color\":\"đỏ\",\"make_model\":\"Honda Wave\",\"urgency\":\"immediate\","
-              "\"targets\":{\"kinds\":[\"pawnshop\"]}}", &r);
+              "\"targets\":{\"kinds\":[\"pawnshop\"]}}",
+              &r);
     ASSERT_EQ(r.status, 201);
     ASSERT_STR_EQ(jstr(r.json, "plate"), "29B112345");
     ASSERT_STR_EQ(jstr(r.json, "plate_display"), "29-B1 123.45");
@@ -273,7 +277,8 @@ TEST_TIMEOUT(e2e_cancel_a_vehicle_alert_and_expiry, 60)
     snprintf(body, sizeof body,
              "{\"kind\":\"scam_pattern\",\"pattern_type\":\"fake_police\",\"script_summary\":"
              "\"Gọi điện xưng công an, yêu cầu chuyển tiền\",\"phone_numbers\":[\"0812 345 678\"],"
-             "\"expires_at\":\"%s\",\"targets\":{\"groups\":[\"truong-hoc\"]}}", when);
+             "\"expires_at\":\"%s\",\"targets\":{\"groups\":[\"truong-hoc\"]}}",
+             when);
     http_json(&k, "POST", "/v1/alerts", body, &r);
     ASSERT_EQ(r.status, 201);
     ASSERT_STR_EQ(jstr(r.json, "phone_numbers[0]"), "+84812345678");
@@ -414,17 +419,19 @@ TEST_TIMEOUT(e2e_lookup_plate_phone_account_in_any_spelling, 60)
                 "\"29-MĐ1 123.45\",\"color\":\"đen\",\"urgency\":\"immediate\","
                 "\"targets\":{\"kinds\":[\"pawnshop\"]}}",
                 bike);
-    publish_new(&k,
-                "{\"kind\":\"scam_pattern\",\"pattern_type\":\"fake_police\",\"script_summary\":"
-                "\"Gọi điện xưng công an phường, yêu cầu chuyển tiền để 'xác minh'\","
-                "\"phone_numbers\":[\"0812 345 678\",\"+84 905 111 222\"],"
-                "\"bank_accounts\":[\"0071 000.123-456\"],\"targets\":{\"groups\":[\"truong-hoc\"]}}",
-                scam);
+    publish_new(
+        &k,
+        "{\"kind\":\"scam_pattern\",\"pattern_type\":\"fake_police\",\"script_summary\":"
+        "\"Gọi điện xưng công an phường, yêu cầu chuyển tiền để 'xác minh'\","
+        "\"phone_numbers\":[\"0812 345 678\",\"+84 905 111 222\"],"
+        "\"bank_accounts\":[\"0071 000.123-456\"],\"targets\":{\"groups\":[\"truong-hoc\"]}}",
+        scam);
     resp r;
     /* A draft names the same plate but is not active. */
     http_json(&k, "POST", "/v1/alerts",
               "{\"kind\":\"suspicious_vehicle\",\"vehicle_type\":\"motorbike\",\"plate\":"
-              "\"29MD112345\",\"targets\":{\"kinds\":[\"pawnshop\"]}}", &r);
+              "\"29MD112345\",\"targets\":{\"kinds\":[\"pawnshop\"]}}",
+              &r);
     ASSERT_EQ(r.status, 201);
     snprintf(draft, sizeof draft, "%s", jstr(r.json, "id"));
     resp_free(&r);
@@ -478,20 +485,12 @@ TEST_TIMEOUT(e2e_lookup_plate_phone_account_in_any_spelling, 60)
 
 /* ---- quiet hours in the answer ---- */
 
-/* A quiet window from an hour ago to an hour ahead in kengd's time (UTC+7, no DST), so that now
- * is inside it at any hour, across midnight too; *end: when it ends (unix), iso: the same as
- * kengd words it ("2026-12-06T06:00:00+07:00"). */
-static void quiet_window_around_now(char *flag, size_t flaglen, long long *end, char *iso,
-                                    size_t isolen)
+/* The quiet window of quiet_window_around_now (e2e_util), and its end as kengd words it
+ * ("2026-12-06T06:00:00+07:00"). */
+static void quiet_window_iso(char flag[32], long long *end, char *iso, size_t isolen)
 {
-    long long local = (long long)time(NULL) + 7 * 3600;
-    int m = (int)(local % 86400 / 60);
-    int from = (m + 1440 - 60) % 1440, to = (m + 60) % 1440;
-    snprintf(flag, flaglen, "%02d:%02d-%02d:%02d", from / 60, from % 60, to / 60, to % 60);
-    long long end_local = local - local % 86400 + to * 60;
-    if (end_local <= local) end_local += 86400;
-    *end = end_local - 7 * 3600;
-    time_t t = (time_t)end_local;
+    *end = quiet_window_around_now(flag);
+    time_t t = (time_t)(*end + 7 * 3600);
     struct tm tm;
     gmtime_r(&t, &tm);
     strftime(iso, isolen, "%Y-%m-%dT%H:%M:00+07:00", &tm);
@@ -537,7 +536,7 @@ TEST_TIMEOUT(e2e_quiet_hours_answer_says_until_when, 60)
 {
     char quiet[32], iso[40];
     long long end;
-    quiet_window_around_now(quiet, sizeof quiet, &end, iso, sizeof iso);
+    quiet_window_iso(quiet, &end, iso, sizeof iso);
     const char *extra[] = {"--quiet-hours", quiet, NULL};
     kengd k;
     kengd_start(&k, NULL, extra);

@@ -695,19 +695,12 @@ TEST_TIMEOUT(cli_errors_say_vietnamese_first_then_english, 30)
 
 /* ---- quiet hours ---- */
 
-/* kengd --quiet-hours from an hour ago to an hour ahead in kengd's time (UTC+7, no DST): now is
- * inside at any hour, across midnight too. local: the end as keng prints it ("06:00 06/12/2026
- * (+07:00)"), iso: as kengd's JSON has it. */
-static void quiet_window_around_now(char *flag, size_t flaglen, char *local, size_t locallen,
-                                    char *iso, size_t isolen)
+/* The quiet window of quiet_window_around_now (e2e_util); local: its end as keng prints it
+ * ("06:00 06/12/2026 (+07:00)"), iso: as kengd's JSON has it. */
+static void quiet_window_words(char flag[32], char *local, size_t locallen, char *iso,
+                               size_t isolen)
 {
-    long long now = (long long)time(NULL) + 7 * 3600;
-    int m = (int)(now % 86400 / 60);
-    int from = (m + 1440 - 60) % 1440, to = (m + 60) % 1440;
-    snprintf(flag, flaglen, "%02d:%02d-%02d:%02d", from / 60, from % 60, to / 60, to % 60);
-    long long end = now - now % 86400 + to * 60;
-    if (end <= now) end += 86400;
-    time_t t = (time_t)end;
+    time_t t = (time_t)(quiet_window_around_now(flag) + 7 * 3600);
     struct tm tm;
     gmtime_r(&t, &tm);
     strftime(local, locallen, "%H:%M %d/%m/%Y (+07:00)", &tm);
@@ -717,7 +710,7 @@ static void quiet_window_around_now(char *flag, size_t flaglen, char *local, siz
 TEST_TIMEOUT(cli_publish_in_quiet_hours_says_until_when, 30)
 {
     char quiet[32], local[64], iso[64];
-    quiet_window_around_now(quiet, sizeof quiet, local, sizeof local, iso, sizeof iso);
+    quiet_window_words(quiet, local, sizeof local, iso, sizeof iso);
     const char *extra[] = {"--quiet-hours", quiet, NULL};
     cli_ctx c;
     ctx_start_with(&c, extra);

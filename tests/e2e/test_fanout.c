@@ -255,14 +255,8 @@ TEST_TIMEOUT(e2e_quiet_hours_hold_expected_alerts, 60)
     const char *args[] = {"--secret", "s3cr3t", NULL};
     fake_start(&wh, "webhook", dir, args);
     write_group(dir, "g-q", 1, 5, wh.port, "auto", NULL, 0, NULL);
-    /* a quiet window around the current local (UTC+7) time */
-    time_t now = time(NULL) + 7 * 3600;
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    int m = tm.tm_hour * 60 + tm.tm_min;
-    int a = (m + 1440 - 60) % 1440, z = (m + 60) % 1440;
     char quiet[32];
-    snprintf(quiet, sizeof quiet, "%02d:%02d-%02d:%02d", a / 60, a % 60, z / 60, z % 60);
+    quiet_window_around_now(quiet);
     const char *extra[] = {"--quiet-hours", quiet, NULL};
     kengd k;
     kengd_start(&k, dir, extra);

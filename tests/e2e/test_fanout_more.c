@@ -548,16 +548,8 @@ TEST_TIMEOUT(e2e_fanout_quiet_hours_hold_expected_not_immediate, 60)
     ward_member_webhook(&b, "q-2", rx.port, "/ok");
     ward_member_webhook(&b, "q-3", rx.port, "/ok");
     ward_group_end(&b, dir, "g-q");
-    /* A quiet window from an hour ago to an hour ahead, Asia/Ho_Chi_Minh (UTC+7, no DST). */
-    time_t now = time(NULL);
-    long long local = (long long)now + 7 * 3600;
-    int m = (int)(local % 86400 / 60);
-    int from = (m + 1440 - 60) % 1440, to = (m + 60) % 1440;
     char quiet[32];
-    snprintf(quiet, sizeof quiet, "%02d:%02d-%02d:%02d", from / 60, from % 60, to / 60, to % 60);
-    long long end_local = local - local % 86400 + to * 60;
-    if (end_local <= local) end_local += 86400;
-    long long quiet_end = end_local - 7 * 3600;
+    long long quiet_end = quiet_window_around_now(quiet);
     const char *extra[] = {"--quiet-hours", quiet, NULL};
     kengd k;
     kengd_start(&k, dir, extra);
@@ -631,12 +623,8 @@ TEST_TIMEOUT(e2e_fanout_held_messages_superseded_by_later_ones, 60)
     ward_member_webhook(&b, "s-2", rx.port, "/ok");
     ward_member_webhook(&b, "s-3", rx.port, "/ok");
     ward_group_end(&b, dir, "g-s");
-    time_t now = time(NULL);
-    long long local = (long long)now + 7 * 3600;
-    int m = (int)(local % 86400 / 60);
-    int from = (m + 1440 - 60) % 1440, to = (m + 60) % 1440;
     char quiet[32];
-    snprintf(quiet, sizeof quiet, "%02d:%02d-%02d:%02d", from / 60, from % 60, to / 60, to % 60);
+    quiet_window_around_now(quiet);
     const char *extra[] = {"--quiet-hours", quiet, NULL};
     kengd k;
     kengd_start(&k, dir, extra);
