@@ -17,15 +17,6 @@
 
 static const char *PHOTOS = "[\"http://keng.test/t/m1.jpg\",\"http://keng.test/t/m2.jpg\"]";
 
-static keng_fanout_config base_cfg(fo_env *e)
-{
-    keng_fanout_config c;
-    memset(&c, 0, sizeof c);
-    c.data_dir = e->dir;
-    c.timeout_ms = 5000;
-    return c;
-}
-
 /* base_cfg with the SMTP sink on port as the e-mail server; url (64 bytes) holds its URL. */
 static keng_fanout_config email_cfg(fo_env *e, int port, char url[64])
 {

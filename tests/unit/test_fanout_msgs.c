@@ -14,15 +14,6 @@
 
 static const char *PHOTOS = "[\"http://keng.test/t/m1.jpg\"]";
 
-static keng_fanout_config msgs_cfg(fo_env *e)
-{
-    keng_fanout_config c;
-    memset(&c, 0, sizeof c);
-    c.data_dir = e->dir;
-    c.timeout_ms = 5000;
-    return c;
-}
-
 /* ---- e-mail Message-ID ---- */
 
 /* RFC 5322 §3.2.3 atext. */
@@ -120,7 +111,7 @@ TEST(fanout_msgs_email_message_id_is_valid_and_stable)
         ids[i] = fo_delivery(&e, alert, to[i].recipient, "email", addr, to[i].group ? mg : m,
                              to[i].group ? "" : "r");
     }
-    keng_fanout_config c = msgs_cfg(&e);
+    keng_fanout_config c = base_cfg(&e);
     char url[64];
     snprintf(url, sizeof url, "smtp://127.0.0.1:%d", port);
     c.smtp_url = url;
@@ -227,7 +218,7 @@ TEST(fanout_msgs_resolution_link_is_labelled)
     fo_delivery(&e, "A1", "hh-lead", "file", "{\"type\":\"file\"}", ml, "l");
     int64_t dt = fo_delivery(&e, "A1", "hh-2", "telegram",
                              "{\"type\":\"telegram\",\"chat_id\":\"-100777\"}", mt, "r");
-    keng_fanout_config c = msgs_cfg(&e);
+    keng_fanout_config c = base_cfg(&e);
     char base[64];
     snprintf(base, sizeof base, "http://127.0.0.1:%d", tg);
     c.telegram_base_url = base;
@@ -375,7 +366,7 @@ TEST(fanout_msgs_telegram_emoji_caption_fits_in_utf16_units)
         snprintf(addr, sizeof addr, "{\"type\":\"telegram\",\"chat_id\":\"%s\"}", cs[i].chat);
         cs[i].delivery = fo_delivery(&e, alert, rec, "telegram", addr, m, "r");
     }
-    keng_fanout_config c = msgs_cfg(&e);
+    keng_fanout_config c = base_cfg(&e);
     char base[64];
     snprintf(base, sizeof base, "http://127.0.0.1:%d", port);
     c.telegram_base_url = base;

@@ -149,9 +149,7 @@ static int64_t https_rows(fo_env *e, int port, int n)
  * (ca: 160 bytes, holds its path), short timeouts and retries. */
 static keng_fanout_config tls_cfg(fo_env *e, char *ca)
 {
-    keng_fanout_config c;
-    memset(&c, 0, sizeof c);
-    c.data_dir = e->dir;
+    keng_fanout_config c = base_cfg(e);
     c.timeout_ms = 3000; /* this libcurl may wait for the end of a stream reset early */
     c.backoff_base_ms = 100;
     snprintf(ca, 160, "%s/cert.pem", e->dir);

@@ -56,6 +56,17 @@ static void fo_env_done(fo_env *e)
 #endif
 }
 
+/* The engine's config the tests start from: the file channel in the test's directory, 5 s
+ * timeouts, the rest default. */
+static keng_fanout_config base_cfg(fo_env *e)
+{
+    keng_fanout_config c;
+    memset(&c, 0, sizeof c);
+    c.data_dir = e->dir;
+    c.timeout_ms = 5000;
+    return c;
+}
+
 /* Starts tests/fakes/NAME.py --log DIR/NAME.log [extra args]; returns its port. */
 static int fo_peer(fo_env *e, const char *name, const char *a1, const char *a2)
 {
