@@ -93,7 +93,10 @@ typedef struct fo_job {
  * Parked jobs are bounded per receiver by how fast it answers (host_park_max): a receiver that
  * hangs must not fill the engine's memory with its rows, or rows to every other receiver behind
  * them would not be claimed until its transfers time out. Rows over the bound go back to the
- * outbox, untried, due a little later (give_back), and the claim moves on to the others. */
+ * outbox, untried, due when the receiver may take them (host_give_back_at: spread at its pace,
+ * not all at once), and the claim moves on to the others. A receiver that is fast, or busy only
+ * now and then, is never bounded: its rate counts only while it had more to do than it could
+ * take at once. */
 typedef struct fo_host {
     struct fo_host *next; /* hash chain */
     char key[128];
@@ -101,10 +104,13 @@ typedef struct fo_host {
     fo_job *park_head, *park_tail;
     uint64_t answered; /* uv_now of its last answer (a transfer that ended other than by timing
                           out), or of the start that found it idle: its silence starts there */
-    uint64_t heard;    /* uv_now of its last answer, or when it was first seen: never reset */
+    int hung;          /* its last transfer timed out (an answer clears it) */
+    int lat_ms;        /* its answers' usual latency (a moving average), 0 not known */
     uint64_t win_t0;   /* answers counted since win_t0 (win_n) give rate, at least 1 s apart */
     int win_n;
-    int rate; /* answers per second in the last window; -1 not known yet */
+    int win_spare;   /* in this window it had a free slot and nothing waiting: rate is demand */
+    int rate;        /* answers per second while saturated, last window; -1 not known */
+    int64_t slot_ms; /* wall-clock ms of the next row given back, spread at its pace */
 } fo_host;
 
 typedef struct fo_result {
@@ -961,51 +967,88 @@ static const char *job_origin(const keng_fanout *f, const fo_job *j)
     return NULL;
 }
 
+/* Stalled: no answer for a second, or for twice its usual latency if that is longer (a mail
+ * server that takes 1.5 s a message is slow, not stalled). */
+static int host_stalled(const fo_host *h, uint64_t now)
+{
+    uint64_t quiet = now - h->answered, limit = 2u * (uint64_t)h->lat_ms;
+    return quiet >= (limit > FO_STALL_MS ? limit : FO_STALL_MS);
+}
+
 /* The parked jobs h may hold: the answers it gives in FO_PARK_AHEAD_S (at least max_per_host,
  * so that its slots stay busy); max_per_host when it is stalled; no bound of its own (the
- * engine's) while its rate is not known yet. */
+ * engine's) while its rate is not known. */
 static int host_park_max(const keng_fanout *f, const fo_host *h, uint64_t now)
 {
     int floor = f->cfg.max_per_host;
-    if (now - h->answered >= FO_STALL_MS) return floor;
+    if (host_stalled(h, now)) return floor;
     if (h->rate < 0) return INT_MAX;
     int64_t n = (int64_t)h->rate * FO_PARK_AHEAD_S;
     return n <= floor ? floor : n > INT_MAX ? INT_MAX : (int)n;
 }
 
-/* How long rows h cannot hold are given back for: as long as it has been silent, 1 s to 60 s
- * (a receiver down for long is asked for its rows' slots less and less often). */
-static uint64_t host_give_back_ms(const fo_host *h, uint64_t now)
+static int64_t wall_ms(void)
 {
-    uint64_t quiet = now - h->heard;
-    return quiet < 1000 ? 1000 : quiet > FO_GIVE_BACK_MAX_MS ? FO_GIVE_BACK_MAX_MS : quiet;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* A transfer to h ended; answered: not by timing out (a refusal is an answer: it frees the slot
- * at once). Counts its answers per second, in windows of at least 1 s of activity. */
-static void host_ended(keng_fanout *f, fo_host *h, int answered)
+/* When a row h cannot hold now is due again (unix seconds): not before its silence has lasted
+ * as long again (1 s to 60 s: a receiver down for long is asked less and less often), and one
+ * row per slot of its pace after the last one given back (1 / its rate; a hung one's at best:
+ * its timeout per transfer slot), so that a long backlog comes back as the receiver can take
+ * it, not all at once to be claimed and given back again. Rows past 60 s ahead share that. */
+static int64_t host_give_back_at(keng_fanout *f, fo_host *h, uint64_t now)
+{
+    uint64_t quiet = now - h->answered;
+    if (quiet < 1000) quiet = 1000;
+    if (quiet > FO_GIVE_BACK_MAX_MS) quiet = FO_GIVE_BACK_MAX_MS;
+    int64_t wall = wall_ms(), at = wall + (int64_t)quiet;
+    if (h->slot_ms > at) at = h->slot_ms;
+    int64_t horizon = wall + FO_GIVE_BACK_MAX_MS;
+    if (at > horizon) {
+        at = horizon;
+    } else {
+        int64_t step =
+            h->rate > 0 ? 1000 / h->rate : (int64_t)f->cfg.timeout_ms / f->cfg.max_per_host;
+        h->slot_ms = at + (step > 0 ? step : 1);
+    }
+    return (at + 999) / 1000;
+}
+
+/* A transfer to h ended after latency_ms; answered: not by timing out (a refusal is an answer:
+ * it frees the slot at once). Counts its answers per second, in windows of at least 1 s. */
+static void host_ended(keng_fanout *f, fo_host *h, int answered, int64_t latency_ms)
 {
     uint64_t now = uv_now(f->loop);
     if (answered) {
-        h->answered = h->heard = now;
+        h->answered = now;
+        h->hung = 0;
         h->win_n++;
+        int l = latency_ms > 0 ? (latency_ms > 600000 ? 600000 : (int)latency_ms) : 0;
+        h->lat_ms = h->lat_ms ? (7 * h->lat_ms + l) / 8 : (l ? l : 1);
+    } else {
+        h->hung = 1;
     }
     if (now - h->win_t0 >= 1000) {
         uint64_t r = (uint64_t)h->win_n * 1000u / (now - h->win_t0);
-        h->rate = r > INT_MAX ? INT_MAX : (int)r;
+        h->rate = h->win_spare ? -1 : r > INT_MAX ? INT_MAX : (int)r;
         h->win_t0 = now;
         h->win_n = 0;
+        h->win_spare = 0;
     }
 }
 
 /* A transfer to h starts. One that finds it idle after a silence starts its clocks afresh: an
- * hour's pause is not a stall, and the rate of a new burst is measured anew. */
+ * hour's pause is not a stall — unless its last transfer timed out (it is still hung). */
 static void host_started(keng_fanout *f, fo_host *h)
 {
     uint64_t now = uv_now(f->loop);
-    if (h->inflight++ == 0 && now - h->answered >= FO_STALL_MS) {
+    if (h->inflight++ == 0 && !h->hung && now - h->answered >= FO_STALL_MS) {
         h->answered = h->win_t0 = now;
         h->win_n = 0;
+        h->win_spare = 0;
         h->rate = -1;
     }
 }
@@ -1023,7 +1066,7 @@ static fo_host *host_get(keng_fanout *f, const char *url)
     fo_host *h = calloc(1, sizeof *h);
     if (!h) return NULL;
     memcpy(h->key, key, sizeof key);
-    h->answered = h->heard = h->win_t0 = uv_now(f->loop);
+    h->answered = h->win_t0 = uv_now(f->loop);
     h->rate = -1;
     h->next = *b;
     *b = h;
@@ -1049,7 +1092,10 @@ static void host_done(keng_fanout *f, fo_job *j)
     if (!h) return;
     h->inflight--;
     fo_job *p = h->park_head;
-    if (!p) return;
+    if (!p) {
+        h->win_spare = 1; /* nothing waited for this slot: what it answers is all there was */
+        return;
+    }
     h->park_head = p->next;
     if (!h->park_head) h->park_tail = NULL;
     h->parked--;
@@ -1067,7 +1113,7 @@ static void host_park(keng_fanout *f, fo_host *h, fo_job *j)
     uint64_t now = uv_now(f->loop);
     if (h->parked >= host_park_max(f, h, now)) {
         f->stats.deferred++;
-        give_back(f, j, due_after_ms(host_give_back_ms(h, now)));
+        give_back(f, j, host_give_back_at(f, h, now));
         return;
     }
     j->host = h;
@@ -1094,13 +1140,12 @@ static void host_shed(keng_fanout *f)
             else
                 h->park_head = NULL;
             h->park_tail = keep;
-            int64_t at = due_after_ms(host_give_back_ms(h, now));
             while (j) {
                 fo_job *next = j->next;
                 h->parked--;
                 f->parked--;
                 f->stats.deferred++;
-                give_back(f, j, at);
+                give_back(f, j, host_give_back_at(f, h, now));
                 j = next;
             }
         }
@@ -1213,17 +1258,18 @@ static void msg_alert(keng_fanout *f, keng_channel_msg *m)
     m->alert_read = now ? now : 1;
 }
 
-/* Whether j, about to go for the first time, was replaced by a later message of its alert
- * (keng_outbox_superseded): into why, 1 when it was. Rows of an alert kengd does not know (the
- * engine's own tests) go. */
+/* Whether j, about to go, was replaced by a later message of its alert or must wait for one
+ * still being written (keng_outbox_superseded: KENG_OUTBOX_*); into why when superseded. Rows of
+ * an alert kengd does not know (the engine's own tests) go. */
 static int job_superseded(keng_fanout *f, fo_job *j, char *why, size_t whylen)
 {
     keng_channel_msg *m = j->msg;
     msg_alert(f, m);
-    if (!m->alert_status[0]) return 0;
+    if (!m->alert_status[0]) return KENG_OUTBOX_SEND;
     int sup = keng_outbox_superseded(f->st, j->alert_id, j->recipient, m->revision, m->event,
                                      m->alert_revision, m->alert_status);
-    if (sup <= 0) return 0; /* a failed lookup sends: at least once */
+    if (sup != KENG_OUTBOX_SUPERSEDED_BY) /* a failed lookup sends: at least once */
+        return sup == KENG_OUTBOX_WAIT ? sup : KENG_OUTBOX_SEND;
     if (!strcmp(m->event, "resolve") || !strcmp(m->event, "cancel"))
         snprintf(why, whylen, "not sent: no earlier message of the alert reached %s", j->recipient);
     else if (strcmp(m->alert_status, "published") != 0)
@@ -1254,10 +1300,15 @@ static int check_job(keng_fanout *f, fo_job *j)
         fail_now(f, j, fault);
         return -1;
     }
-    if (job_superseded(f, j, err, sizeof err)) {
+    switch (job_superseded(f, j, err, sizeof err)) {
+    case KENG_OUTBOX_SUPERSEDED_BY:
         f->stats.superseded++;
         push_result(f, j, KENG_OUTBOX_SUPERSEDED, j->attempts, 0, -1, err, 0);
         job_release(f, j);
+        return -1;
+    case KENG_OUTBOX_WAIT: /* its recipient's newer row may be written next: a second later */
+        f->stats.waited++;
+        give_back(f, j, due_after_ms(FO_RETRY_LOAD_MS));
         return -1;
     }
     j->ops = ops;
@@ -1628,7 +1679,9 @@ static void drain(keng_fanout *f)
         keng_channel_result res = {.verdict = KENG_CH_DEAD, .retry_after_s = -1};
         j->ops->judge(&j->req, &resp, &res);
         active_remove(f, j);
-        if (j->host) host_ended(f, j->host, cc != CURLE_OPERATION_TIMEDOUT);
+        if (j->host)
+            host_ended(f, j->host, cc != CURLE_OPERATION_TIMEDOUT,
+                       (int64_t)(uv_now(f->loop) - j->t0));
         host_done(f, j);
         finish(f, j, &res);
         job_release(f, j);
@@ -2238,9 +2291,10 @@ int keng_fanout_metrics(keng_fanout *f, keng_buf *out)
             "# HELP keng_fanout_given_back_total Claimed rows put back untried, by reason.\n"
             "# TYPE keng_fanout_given_back_total counter\n"
             "keng_fanout_given_back_total{reason=\"receiver_busy\"} %" PRIu64 "\n"
-            "keng_fanout_given_back_total{reason=\"message_unavailable\"} %" PRIu64 "\n",
+            "keng_fanout_given_back_total{reason=\"message_unavailable\"} %" PRIu64 "\n"
+            "keng_fanout_given_back_total{reason=\"newer_revision_being_written\"} %" PRIu64 "\n",
             f->stats.started, f->stats.delivered, f->stats.retried, f->stats.dead, f->inflight,
-            f->queued, f->stats.deferred, f->stats.given_back);
+            f->queued, f->stats.deferred, f->stats.given_back, f->stats.waited);
     if (rc == 0)
         rc = keng_buf_puts(out, "# HELP keng_fanout_channel_results_total Attempts ended, by"
                                 " channel and verdict (retry: failed, tried again later).\n"

@@ -305,12 +305,14 @@ int keng_outbox_superseded(keng_store *st, const char *alert_id, const char *rec
 {
     int final = !strcmp(event, "resolve") || !strcmp(event, "cancel");
     int ended = strcmp(alert_status, "published") != 0;
-    if (!final && ended) return 1;
-    if (!final && revision >= alert_revision) return 0; /* the latest: no lookup */
+    if (!final && ended) return KENG_OUTBOX_SUPERSEDED_BY;
+    if (!final && revision >= alert_revision) return KENG_OUTBOX_SEND; /* the latest: no lookup */
+    /* An earlier row "may have reached" the recipient when it was delivered, is in flight, or
+     * was tried at all (a timeout may hide a receiver that took it). */
     sqlite3_stmt *s = keng_store_stmt(
         st, final ? "SELECT 1 FROM deliveries d JOIN delivery_state s USING (id, alert_id)"
                     " WHERE d.alert_id = ?1 AND d.recipient = ?2 AND d.revision < ?3"
-                    " AND s.status IN ('delivered', 'inflight') LIMIT 1"
+                    " AND (s.status IN ('delivered', 'inflight') OR s.attempts > 0) LIMIT 1"
                   : "SELECT 1 FROM deliveries WHERE alert_id = ?1 AND recipient = ?2"
                     " AND revision > ?3 LIMIT 1");
     if (!s) return -EIO;
@@ -321,7 +323,19 @@ int keng_outbox_superseded(keng_store *st, const char *alert_id, const char *rec
     sqlite3_reset(s);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) return keng_store_errno(rc);
     int found = rc == SQLITE_ROW;
-    return final ? !found : found;
+    if (final) return found ? KENG_OUTBOX_SEND : KENG_OUTBOX_SUPERSEDED_BY;
+    if (found) return KENG_OUTBOX_SUPERSEDED_BY;
+    /* No later row for this recipient yet: is one still being written? (publish_jobs holds a
+     * few rows, the jobs under way.) */
+    s = keng_store_stmt(st, "SELECT 1 FROM publish_jobs WHERE alert_id = ?1 AND revision > ?2"
+                            " LIMIT 1");
+    if (!s) return -EIO;
+    sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, revision);
+    rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return keng_store_errno(rc);
+    return rc == SQLITE_ROW ? KENG_OUTBOX_WAIT : KENG_OUTBOX_SEND;
 }
 
 int keng_outbox_recover(keng_store *st)

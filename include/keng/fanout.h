@@ -123,6 +123,7 @@ typedef struct keng_fanout_stats {
     uint64_t deferred;   /* rows given back untried: their receiver held all the parked it may */
     uint64_t given_back; /* rows given back untried: their message could not be loaded just now */
     uint64_t superseded; /* rows not sent: a later message of their alert replaced them */
+    uint64_t waited;     /* rows given back untried: a later revision was still being written */
 } keng_fanout_stats;
 void keng_fanout_get_stats(keng_fanout *f, keng_fanout_stats *out);
 

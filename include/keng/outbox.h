@@ -81,13 +81,15 @@ int keng_outbox_add_state(keng_store *st, int64_t id, int64_t next_at);
  * AUTOINCREMENT). Returns how many, or a negative errno. */
 int keng_outbox_add_states(keng_store *st, int64_t after_id, int64_t next_at);
 
-/* Whether a delivery about to go for the first time is no longer wanted: of an alert at revision
- * alert_revision (its current one) in status alert_status, the row of (revision, event) for
- * recipient. An alert or update is superseded when the alert has ended (resolved, cancelled,
- * expired) or when the recipient has a row of a later revision (the newer message tells all);
- * a resolution or cancellation when the recipient never had an earlier message of the alert
- * delivered or in flight (it goes to those who got the alert: quiet hours held the alert, or it
- * was superseded, or it never got through). 1 superseded, 0 not, or a negative errno. */
+/* Whether a delivery about to go is still wanted: of an alert at revision alert_revision (its
+ * current one) in status alert_status, the row of (revision, event) for recipient.
+ * KENG_OUTBOX_SUPERSEDED_BY: an alert or update of an alert that has ended (resolved, cancelled,
+ * expired), or for a recipient with a row of a later revision (the newer message tells all); a
+ * resolution or cancellation to a recipient no earlier message of the alert may have reached
+ * (none delivered, in flight or tried: quiet hours held the alert, or it was superseded).
+ * KENG_OUTBOX_WAIT: an older revision's row while a publish job still writes a later revision
+ * (its row for this recipient may be still to come). KENG_OUTBOX_SEND, or a negative errno. */
+enum { KENG_OUTBOX_SEND = 0, KENG_OUTBOX_SUPERSEDED_BY = 1, KENG_OUTBOX_WAIT = 2 };
 int keng_outbox_superseded(keng_store *st, const char *alert_id, const char *recipient,
                            int64_t revision, const char *event, int64_t alert_revision,
                            const char *alert_status);
