@@ -71,7 +71,7 @@ int main(int argc, char **argv)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     int rc = keng_store_open(argv[3], &st);
     if (rc) die("store", rc);
-/* Schema experiments without rebuilding: KENG_BENCH_SQL runs before the rows go in. */
+    /* Schema experiments without rebuilding: KENG_BENCH_SQL runs before the rows go in. */
     const char *exp = getenv("KENG_BENCH_SQL");
     if (exp && *exp && (rc = keng_store_exec(st, exp))) die("KENG_BENCH_SQL", rc);
     /* Publish's work, not timed: one message, N delivery rows, in chunks. */
@@ -137,12 +137,14 @@ int main(int argc, char **argv)
     double secs = (double)(t_end - t0) / 1e9;
     printf("engine n=%d ok=%d seconds=%.3f per_s=%.0f cpu_us=%.2f usr_us=%.2f sys_us=%.2f "
            "first_ms=%.2f max_stall_ms=%.2f rss_kb=%ld publish_insert_s=%.3f flushes=%llu "
-           "claims=%llu db_s=%.3f db_max_ms=%.2f checkpoints=%llu ckpt_max_ms=%.1f loop_closed=%d\n",
+           "claims=%llu db_s=%.3f db_max_ms=%.2f checkpoints=%llu ckpt_max_ms=%.1f given_back=%llu "
+           "loop_closed=%d\n",
            total, delivered, secs, delivered / secs, (double)(cpu_end - cpu0) / 1e3 / total,
            (double)(usr_end - usr0) / 1e3 / total, (double)(sys_end - sys0) / 1e3 / total,
            (double)(s.first_delivery_ms + loop_t0 - loop_t0), (double)stall.max_ns / 1e6,
            bench_rss_peak_kb(), publish_s, (unsigned long long)s.flushes,
            (unsigned long long)s.claims, (double)s.db_ns / 1e9, (double)s.db_max_ns / 1e6,
-           (unsigned long long)ck.runs, (double)ck.max_us / 1e3, closed);
+           (unsigned long long)ck.runs, (double)ck.max_us / 1e3,
+           (unsigned long long)(s.deferred + s.given_back), closed);
     return delivered == total && closed == 0 && stopped ? 0 : 1;
 }
