@@ -34,6 +34,7 @@
 #define FO_PARK_AHEAD_S 2        /* a receiver keeps parked at most this many seconds of answers */
 #define FO_GIVE_BACK_MAX_MS 60000 /* rows of a stalled receiver are given back for at most this */
 #define FO_RETRY_LOAD_MS 1000     /* a row whose message could not be loaded just now waits this */
+#define FO_HUNG_PROBES 1          /* transfers at once to a receiver whose last one timed out */
 
 typedef struct fo_sock {
     uv_poll_t poll;
@@ -975,12 +976,20 @@ static int host_stalled(const fo_host *h, uint64_t now)
     return quiet >= (limit > FO_STALL_MS ? limit : FO_STALL_MS);
 }
 
-/* The parked jobs h may hold: the answers it gives in FO_PARK_AHEAD_S (at least max_per_host,
- * so that its slots stay busy); max_per_host when it is stalled; no bound of its own (the
- * engine's) while its rate is not known. */
+/* Transfers h may have at once: max_per_host, or a probe while its last transfer timed out
+ * (four hung receivers would otherwise hold all 256 of the engine's slots, round after round of
+ * timeouts, and every other receiver wait for them). */
+static int host_cap(const keng_fanout *f, const fo_host *h)
+{
+    return h->hung && FO_HUNG_PROBES < f->cfg.max_per_host ? FO_HUNG_PROBES : f->cfg.max_per_host;
+}
+
+/* The parked jobs h may hold: the answers it gives in FO_PARK_AHEAD_S (at least its cap, so
+ * that its slots stay busy); its cap when it is stalled; no bound of its own (the engine's)
+ * while its rate is not known. */
 static int host_park_max(const keng_fanout *f, const fo_host *h, uint64_t now)
 {
-    int floor = f->cfg.max_per_host;
+    int floor = host_cap(f, h);
     if (host_stalled(h, now)) return floor;
     if (h->rate < 0) return INT_MAX;
     int64_t n = (int64_t)h->rate * FO_PARK_AHEAD_S;
@@ -1010,8 +1019,7 @@ static int64_t host_give_back_at(keng_fanout *f, fo_host *h, uint64_t now)
     if (at > horizon) {
         at = horizon;
     } else {
-        int64_t step =
-            h->rate > 0 ? 1000 / h->rate : (int64_t)f->cfg.timeout_ms / f->cfg.max_per_host;
+        int64_t step = h->rate > 0 ? 1000 / h->rate : (int64_t)f->cfg.timeout_ms / host_cap(f, h);
         h->slot_ms = at + (step > 0 ? step : 1);
     }
     return (at + 999) / 1000;
@@ -1574,7 +1582,7 @@ static void start_job(keng_fanout *f, fo_job *j)
     fo_host *h = j->dest;
     /* Parked before a request is built here (a webhook's was built in the pool after the claim,
      * and is built again only when it sat parked over FO_BUILD_FRESH_S). */
-    if (h && h->inflight >= f->cfg.max_per_host) { /* waits for one of that host's transfers */
+    if (h && h->inflight >= host_cap(f, h)) { /* waits for one of that host's transfers */
         host_park(f, h, j);
         return;
     }

@@ -553,6 +553,43 @@ TEST_TIMEOUT(fanout_slow_host_parks_a_few_seconds_of_its_answers_only, 40)
     fo_env_done(&e);
 }
 
+/* Receivers that hang take every transfer slot until their transfers time out; after that a hung
+ * receiver gets one probe at a time, and the others their turn (found by a review: the healthy
+ * receiver waited round after round of timeouts). */
+TEST_TIMEOUT(fanout_hung_receivers_get_a_probe_not_every_slot, 30)
+{
+    fo_env e;
+    fo_env_init(&e);
+    int hang1 = fo_peer(&e, "webhook", "--secret", "s3cr3t");
+    int hang2 = fo_peer(&e, "webhook", "--secret", "s3cr3t");
+    int fast = fo_peer(&e, "webhook", "--secret", "s3cr3t");
+    int64_t m = fo_message(&e, "A1", "alert", "webhook", "r", "x", NULL, NULL, NULL);
+    for (int i = 0; i < 20; i++) {
+        char rec[32];
+        snprintf(rec, sizeof rec, "hh-a-%d", i);
+        webhook_row(&e, hang1, "/hang", rec, m);
+        snprintf(rec, sizeof rec, "hh-b-%d", i);
+        webhook_row(&e, hang2, "/hang", rec, m);
+    }
+    int64_t ok[4];
+    for (int i = 0; i < 3; i++) {
+        char rec[32];
+        snprintf(rec, sizeof rec, "hh-ok-%d", i);
+        ok[i] = webhook_row(&e, fast, "/ok", rec, m);
+    }
+    ok[3] = -1;
+    keng_fanout_config c = base_cfg(&e);
+    c.max_inflight = 4; /* two hung receivers at two each hold every slot */
+    c.max_per_host = 2;
+    c.timeout_ms = 1500;
+    fo_run run;
+    /* After the first round of timeouts (1.5 s), not the second (3 s). */
+    ASSERT(fo_run_engine(&e, &c, all_delivered_ids, ok, 2800, &run));
+    ASSERT_LE(fo_count(&e, "attempts > 0 AND recipient LIKE 'hh-a-%'"), 2 + 1);
+    ASSERT_LE(fo_count(&e, "attempts > 0 AND recipient LIKE 'hh-b-%'"), 2 + 1);
+    fo_env_done(&e);
+}
+
 static int never(fo_env *e, void *arg)
 {
     (void)e, (void)arg;
