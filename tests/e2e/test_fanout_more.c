@@ -552,23 +552,33 @@ TEST_TIMEOUT(e2e_fanout_redeliver_dead_after_receiver_fixed, 60)
 
 /* ---- 4. quiet hours -------------------------------------------------------------------------- */
 
+/* A ward of one group gid with three webhook households on rx (started here), and kengd in its
+ * quiet hours; returns when they end. dir: a mkdtemp template. */
+static long long start_quiet_ward(kengd *k, char *dir, fake *rx, const char *gid)
+{
+    ASSERT_NOT_NULL(mkdtemp(dir));
+    start_receiver(rx, dir, NULL);
+    keng_buf b;
+    ward_group_begin(&b, gid, "auto", NULL, NULL);
+    for (int i = 1; i <= 3; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "%s-%d", gid, i);
+        ward_member_webhook(&b, id, rx->port, "/ok");
+    }
+    ward_group_end(&b, dir, gid);
+    char quiet[32];
+    long long end = quiet_window_around_now(quiet);
+    const char *extra[] = {"--quiet-hours", quiet, NULL};
+    kengd_start(k, dir, extra);
+    return end;
+}
+
 TEST_TIMEOUT(e2e_fanout_quiet_hours_hold_expected_not_immediate, 60)
 {
     char dir[] = "/tmp/keng-ward-XXXXXX";
-    ASSERT_NOT_NULL(mkdtemp(dir));
     fake rx;
-    start_receiver(&rx, dir, NULL);
-    keng_buf b;
-    ward_group_begin(&b, "g-q", "auto", NULL, NULL);
-    ward_member_webhook(&b, "q-1", rx.port, "/ok");
-    ward_member_webhook(&b, "q-2", rx.port, "/ok");
-    ward_member_webhook(&b, "q-3", rx.port, "/ok");
-    ward_group_end(&b, dir, "g-q");
-    char quiet[32];
-    long long quiet_end = quiet_window_around_now(quiet);
-    const char *extra[] = {"--quiet-hours", quiet, NULL};
     kengd k;
-    kengd_start(&k, dir, extra);
+    long long quiet_end = start_quiet_ward(&k, dir, &rx, "g-q");
     char expected[64], future[64], immediate[64];
     resp r;
     publish(&k, "{\"groups\":[\"g-q\"]}", "expected", expected, &r);
@@ -630,20 +640,9 @@ TEST_TIMEOUT(e2e_fanout_quiet_hours_hold_expected_not_immediate, 60)
 TEST_TIMEOUT(e2e_fanout_held_messages_superseded_by_later_ones, 60)
 {
     char dir[] = "/tmp/keng-ward-XXXXXX";
-    ASSERT_NOT_NULL(mkdtemp(dir));
     fake rx;
-    start_receiver(&rx, dir, NULL);
-    keng_buf b;
-    ward_group_begin(&b, "g-s", "auto", NULL, NULL);
-    ward_member_webhook(&b, "s-1", rx.port, "/ok");
-    ward_member_webhook(&b, "s-2", rx.port, "/ok");
-    ward_member_webhook(&b, "s-3", rx.port, "/ok");
-    ward_group_end(&b, dir, "g-s");
-    char quiet[32];
-    quiet_window_around_now(quiet);
-    const char *extra[] = {"--quiet-hours", quiet, NULL};
     kengd k;
-    kengd_start(&k, dir, extra);
+    start_quiet_ward(&k, dir, &rx, "g-s");
     char updated[64], resolved[64], p[160];
     resp r;
     publish(&k, "{\"groups\":[\"g-s\"]}", "expected", updated, &r);
