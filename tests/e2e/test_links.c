@@ -90,18 +90,30 @@ static void assert_html_page(const resp *r, long status)
     ASSERT_STR_CONTAINS(r->body, "tel:"); /* what to do instead: call the ward */
 }
 
-/* A raw request with an Accept header (the curl helper always sends its default one). */
-static void get_accept(kengd *k, const char *path, const char *accept, char *out, size_t cap)
+/* A raw request with an Accept header (the curl helper always sends its default one), and for a
+ * POST (body not NULL) a Content-Type; the whole answer, headers and body, into out. */
+static void raw_accept(kengd *k, const char *path, const char *ctype, const char *accept,
+                       const char *body, char *out, size_t cap)
 {
     int fd = tcp_connect(k->port);
-    char req[512];
-    int n = snprintf(req, sizeof req,
-                     "GET %s HTTP/1.1\r\nHost: x\r\nAccept: %s\r\nConnection: close\r\n\r\n", path,
-                     accept);
+    char req[2048];
+    int n = body ? snprintf(req, sizeof req,
+                            "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nAccept: %s\r\n"
+                            "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                            path, ctype, accept, strlen(body), body)
+                 : snprintf(req, sizeof req,
+                            "GET %s HTTP/1.1\r\nHost: x\r\nAccept: %s\r\nConnection: close\r\n\r\n",
+                            path, accept);
+    ASSERT_LT(n, (int)sizeof req);
     ASSERT_EQ(write(fd, req, (size_t)n), n);
     size_t got = tcp_read_all(fd, out, cap - 1, 5000);
     out[got] = '\0';
     close(fd);
+}
+
+static void get_accept(kengd *k, const char *path, const char *accept, char *out, size_t cap)
+{
+    raw_accept(k, path, NULL, accept, NULL, out, cap);
 }
 
 TEST_TIMEOUT(e2e_links_unknown_token_is_a_page, 30)
@@ -435,20 +447,10 @@ static void expect_form_error(const resp *r, long status, const char *back, cons
     ASSERT(!strstr(r->body, "<form")); /* small: the answer, not the page again */
 }
 
-/* A raw POST with Content-Type and Accept; the whole answer, headers and body, into out. */
 static void post_accept(kengd *k, const char *path, const char *ctype, const char *accept,
                         const char *body, char *out, size_t cap)
 {
-    int fd = tcp_connect(k->port);
-    char req[2048];
-    int n = snprintf(req, sizeof req,
-                     "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nAccept: %s\r\n"
-                     "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
-                     path, ctype, accept, strlen(body), body);
-    ASSERT_EQ(write(fd, req, (size_t)n), n);
-    size_t got = tcp_read_all(fd, out, cap - 1, 5000);
-    out[got] = '\0';
-    close(fd);
+    raw_accept(k, path, ctype, accept, body, out, cap);
 }
 
 /* The README's leader: presses "Chuyển tiếp" twice on a cheap phone. The second press is a 409
