@@ -121,14 +121,15 @@ int keng_publish_render(const keng_publish_ctx *c, const cJSON *view, const char
  * inline thumbnail's cid: (or drops with its <img> when the thumbnail cannot be read). Leaves
  * out empty when the language has a text but no e-mail HTML: the channel then builds the HTML
  * from the text. */
+/* subject: the message's (message_subject), the HTML's <title> (data "subject"). */
 static int render_email_html(const keng_publish_ctx *c, const cJSON *view, const char *event,
                              const char *lang, const char *link_kind, const char *note,
-                             keng_buf *out)
+                             const char *subject, keng_buf *out)
 {
     cJSON *data = message_data(c, view, event, lang, link_kind, note);
     if (!data) return -ENOMEM;
-    int rc = 0;
-    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(data, "has_photos")) &&
+    int rc = cJSON_AddStringToObject(data, "subject", subject) ? 0 : -ENOMEM;
+    if (!rc && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(data, "has_photos")) &&
         !cJSON_AddStringToObject(data, "photo_src", KENG_PHOTO_PLACEHOLDER))
         rc = -ENOMEM;
     if (!rc)
@@ -180,7 +181,7 @@ static int message_insert(const keng_publish_ctx *c, const char *alert_id, int r
     keng_buf html;
     keng_buf_init(&html, 0);
     if (!strcmp(channel, "email") &&
-        (rc = render_email_html(c, view, event, lang, link_kind, note, &html))) {
+        (rc = render_email_html(c, view, event, lang, link_kind, note, subject, &html))) {
         keng_error("publish: rendering the e-mail HTML %s/%s/%s failed (%s)",
                    keng_alert_tpl_kind(view), event, lang, strerror(-rc));
         keng_buf_free(&html);

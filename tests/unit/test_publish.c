@@ -394,3 +394,31 @@ TEST(pubq_a_failing_job_does_not_hold_back_other_alerts)
     ASSERT_EQ(uv_loop_close(&loop), 0);
     ward_done(&p);
 }
+
+/* An e-mail's HTML has the message's subject as its <title> (a mail app shows it; the alert's
+ * title is empty for the kinds that have none, such as a missing elder). */
+TEST(publish_email_html_title_is_the_subject)
+{
+    pub_env p;
+    ward(&p);
+    ASSERT_EQ(keng_store_exec(p.fo.st, "UPDATE members SET contacts ="
+                                       " '[{\"type\":\"email\",\"address\":\"ho-a01@example.vn\"}]'"
+                                       " WHERE id = 'a01'"),
+              0);
+    cJSON *v = view();
+    cJSON_DeleteItemFromObject(v, "title");
+    keng_publish_stats st;
+    ASSERT_EQ(keng_publish_alert(&p.ctx, "A7", 1, v, &st), 0);
+    cJSON_Delete(v);
+    sqlite3_stmt *s = keng_store_stmt(p.fo.st, "SELECT subject, html FROM messages WHERE channel"
+                                               " = 'email' AND alert_id = 'A7'");
+    ASSERT_NOT_NULL(s);
+    ASSERT_EQ(sqlite3_step(s), SQLITE_ROW);
+    const char *subject = keng_store_text(s, 0), *html = keng_store_text(s, 1);
+    ASSERT_STR_CONTAINS(subject, "Lê Văn Bảy");
+    char title[512];
+    snprintf(title, sizeof title, "<title>%s</title>", subject);
+    ASSERT_STR_CONTAINS(html, title);
+    sqlite3_reset(s);
+    ward_done(&p);
+}
