@@ -721,6 +721,22 @@ out:
     return tx_end(c->st, rc);
 }
 
+/* Earlier messages of alert_id that quiet hours still hold come due now (they have not been
+ * tried): the engine finds them superseded (keng_outbox_superseded) and says so, rather than
+ * leaving them pending till the morning. For a resolution or a cancellation at once; for an
+ * update that leaves at once when its last row is written (before, an alert row due now might
+ * find no newer row for its household yet: it would wait, given back each second). */
+static int release_held(const keng_publish_ctx *c, const char *alert_id)
+{
+    sqlite3_stmt *s = keng_store_stmt(
+        c->st, "UPDATE delivery_state SET next_at = 0 WHERE alert_id = ?1 AND status ="
+               " 'pending' AND attempts = 0 AND next_at > ?2");
+    if (!s) return -EIO;
+    sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 2, c->now);
+    return step_done(s);
+}
+
 int keng_publish_begin_event(const keng_publish_ctx *c, const char *alert_id, int revision,
                              const char *event, const cJSON *view, const char *actor, int64_t *job)
 {
@@ -742,21 +758,9 @@ int keng_publish_begin_event(const keng_publish_ctx *c, const char *alert_id, in
             rc = step_done(s);
         }
     }
-    if (!rc && (final || next_at == 0)) {
-        /* Earlier messages quiet hours still hold come due now, when this one ends the alert or
-         * leaves at once: the engine finds them superseded (keng_outbox_superseded) and says so,
-         * rather than leaving them pending till the morning. */
-        sqlite3_stmt *s = keng_store_stmt(
-            c->st, "UPDATE delivery_state SET next_at = 0 WHERE alert_id = ?1 AND status ="
-                   " 'pending' AND attempts = 0 AND next_at > ?2");
-        if (!s)
-            rc = -EIO;
-        else {
-            sqlite3_bind_text(s, 1, alert_id, -1, SQLITE_TRANSIENT);
-            sqlite3_bind_int64(s, 2, c->now);
-            rc = step_done(s);
-        }
-    }
+    /* A resolution or cancellation ends the alert: its held messages are superseded at once.
+     * (An update that leaves at once does the same when its job is done: job_finish.) */
+    if (!rc && final) rc = release_held(c, alert_id);
     if (!rc) {
         /* The groups' own chats that got the alert get the news too (a range of the
          * recipient index: "group;" follows "group:"). */
@@ -962,6 +966,10 @@ static int job_finish(const keng_publish_ctx *c, const keng_publish_job *j)
         cJSON_AddNumberToObject(d, "deliveries", j->st.deliveries);
     }
     if (keng_audit_append(c->st, j->actor, action, j->alert_id, d) < 0) return -EIO;
+    if (!strcmp(j->kind, "event") && !strcmp(j->event, "update") && j->next_at == 0) {
+        int rc = release_held(c, j->alert_id);
+        if (rc) return rc;
+    }
     sqlite3_stmt *s = keng_store_stmt(c->st, "DELETE FROM publish_jobs WHERE id = ?1");
     sqlite3_stmt *t = keng_store_stmt(c->st, "DELETE FROM publish_job_state WHERE job = ?1");
     if (!s || !t) return -EIO;

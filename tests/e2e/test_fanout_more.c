@@ -13,6 +13,8 @@
 
 #define SECRET "s3cr3t"
 
+static void assert_metric(const char *text, const char *series, double want);
+
 /* ---- groups as files ------------------------------------------------------------------------- */
 
 /* A member defined here with one webhook contact: http://127.0.0.1:port + path. */
@@ -757,6 +759,11 @@ TEST_TIMEOUT(e2e_fanout_held_alert_waits_for_the_chunked_update, 120)
     ASSERT_EQ(n, N);
     cJSON_Delete(log);
     wait_settled_sup(&k, id, N, 0, 0, N, 1000);
+    /* The held rows came due when the update was all written: none had to wait for its row. */
+    http(&k, "GET", "/metrics", "", NULL, NULL, 0, &r);
+    assert_metric(r.body, "keng_fanout_given_back_total{reason=\"newer_revision_being_written\"}",
+                  0);
+    resp_free(&r);
     kengd_stop(&k);
     kengd_cleanup(&k);
     fake_stop(&rx);

@@ -678,6 +678,60 @@ TEST(fanout_message_missing_is_dead)
     fo_env_done(&e);
 }
 
+/* keng_outbox_superseded, case by case: what goes, what a later message replaced, what waits
+ * for a later revision still being written. */
+TEST(fanout_outbox_superseded_cases)
+{
+    fo_env e;
+    fo_env_init(&e);
+    const char *addr = "{\"type\":\"webhook\",\"url\":\"http://127.0.0.1:9/x\"}";
+    int64_t m = fo_message(&e, "A1", "alert", "webhook", "r", "x", NULL, NULL, NULL);
+    /* Revision 1 rows for hh-1 (delivered), hh-2 (tried, failed), hh-3 (never tried); a revision
+     * 2 row for hh-1 only. */
+    int64_t r1 = fo_delivery(&e, "A1", "hh-1", "webhook", addr, m, "r");
+    int64_t r2 = fo_delivery(&e, "A1", "hh-2", "webhook", addr, m, "r");
+    fo_delivery(&e, "A1", "hh-3", "webhook", addr, m, "r");
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "UPDATE delivery_state SET status = 'delivered', attempts = 1 WHERE id = %lld;"
+             "UPDATE delivery_state SET attempts = 2 WHERE id = %lld;"
+             "UPDATE deliveries SET revision = 1",
+             (long long)r1, (long long)r2);
+    ASSERT_EQ(keng_store_exec(e.st, sql), 0);
+    int64_t u1 = fo_delivery(&e, "A1", "hh-1-u", "webhook", addr, m, "r");
+    snprintf(sql, sizeof sql,
+             "UPDATE deliveries SET recipient = 'hh-1', revision = 2, event = 'update', idem_key"
+             " = 'A1.2.hh-1.webhook' WHERE id = %lld",
+             (long long)u1);
+    ASSERT_EQ(keng_store_exec(e.st, sql), 0);
+    /* The latest revision of a published alert goes, without a lookup. */
+    ASSERT_EQ(keng_outbox_superseded(e.st, "A1", "hh-3", 2, "update", 2, "published"),
+              KENG_OUTBOX_SEND);
+    /* An older one: replaced where the household has the newer row, else it goes... */
+    ASSERT_EQ(keng_outbox_superseded(e.st, "A1", "hh-1", 1, "alert", 2, "published"),
+              KENG_OUTBOX_SUPERSEDED_BY);
+    ASSERT_EQ(keng_outbox_superseded(e.st, "A1", "hh-3", 1, "alert", 2, "published"),
+              KENG_OUTBOX_SEND);
+    /* ... or waits while a job still writes a later revision. */
+    ASSERT_EQ(keng_store_exec(e.st, "INSERT INTO publish_jobs (kind, alert_id, revision, event,"
+                                    " view, created_at) VALUES ('event', 'A1', 2, 'update', '{}',"
+                                    " 0)"),
+              0);
+    ASSERT_EQ(keng_outbox_superseded(e.st, "A1", "hh-3", 1, "alert", 2, "published"),
+              KENG_OUTBOX_WAIT);
+    /* An ended alert's alerts and updates do not go. */
+    ASSERT_EQ(keng_outbox_superseded(e.st, "A1", "hh-3", 2, "update", 3, "resolved"),
+              KENG_OUTBOX_SUPERSEDED_BY);
+    /* Its resolution goes to those an earlier message may have reached: delivered or tried. */
+    ASSERT_EQ(keng_outbox_superseded(e.st, "A1", "hh-1", 3, "resolve", 3, "resolved"),
+              KENG_OUTBOX_SEND);
+    ASSERT_EQ(keng_outbox_superseded(e.st, "A1", "hh-2", 3, "resolve", 3, "resolved"),
+              KENG_OUTBOX_SEND);
+    ASSERT_EQ(keng_outbox_superseded(e.st, "A1", "hh-3", 3, "cancel", 3, "cancelled"),
+              KENG_OUTBOX_SUPERSEDED_BY);
+    fo_env_done(&e);
+}
+
 /* At start, rows of expected alerts still held go by the quiet hours in force now; a row of an
  * immediate alert that the engine gave back for later (its receiver hung) is not held till the
  * morning by them: it goes now. */
