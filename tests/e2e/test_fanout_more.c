@@ -27,6 +27,20 @@ static void ward_member_webhook(keng_buf *b, const char *id, int port, const cha
     ward_member(b, id, c);
 }
 
+/* A group file gid of n households PREFIX-0000 … each with one webhook contact: port + path. */
+static void ward_webhook_group(const char *dir, const char *gid, const char *prefix, int n,
+                               int port, const char *path)
+{
+    keng_buf b;
+    ward_group_begin(&b, gid, "auto", NULL, NULL);
+    for (int i = 0; i < n; i++) {
+        char id[64];
+        snprintf(id, sizeof id, "%s-%04d", prefix, i);
+        ward_member_webhook(&b, id, port, path);
+    }
+    ward_group_end(&b, dir, gid);
+}
+
 /* ---- alerts and their deliveries ------------------------------------------------------------- */
 
 /* Creates and publishes a scam alert; returns the publish answer (resp_free it). */
@@ -560,14 +574,7 @@ static long long start_quiet_ward(kengd *k, char *dir, fake *rx, const char *gid
 {
     ASSERT_NOT_NULL(mkdtemp(dir));
     start_receiver(rx, dir, NULL);
-    keng_buf b;
-    ward_group_begin(&b, gid, "auto", NULL, NULL);
-    for (int i = 1; i <= 3; i++) {
-        char id[32];
-        snprintf(id, sizeof id, "%s-%d", gid, i);
-        ward_member_webhook(&b, id, rx->port, "/ok");
-    }
-    ward_group_end(&b, dir, gid);
+    ward_webhook_group(dir, gid, gid, 3, rx->port, "/ok");
     char quiet[32];
     long long end = quiet_window_around_now(quiet);
     const char *extra[] = {"--quiet-hours", quiet, NULL};
@@ -719,18 +726,9 @@ TEST_TIMEOUT(e2e_fanout_held_alert_waits_for_the_chunked_update, 120)
     ASSERT_NOT_NULL(mkdtemp(dir));
     fake rx;
     start_receiver(&rx, dir, NULL);
-    keng_buf b;
     /* The publication writes g-1's households (z-…) first; the update goes by member id. */
-    const char *groups[2] = {"g-1", "g-2"}, *prefix[2] = {"z", "a"};
-    for (int g = 0; g < 2; g++) {
-        ward_group_begin(&b, groups[g], "auto", NULL, NULL);
-        for (int i = 0; i < N / 2; i++) {
-            char id[32];
-            snprintf(id, sizeof id, "%s-%04d", prefix[g], i);
-            ward_member_webhook(&b, id, rx.port, "/ok");
-        }
-        ward_group_end(&b, dir, groups[g]);
-    }
+    ward_webhook_group(dir, "g-1", "z", N / 2, rx.port, "/ok");
+    ward_webhook_group(dir, "g-2", "a", N / 2, rx.port, "/ok");
     char quiet[32];
     quiet_window_around_now(quiet);
     const char *extra[] = {"--quiet-hours", quiet, NULL};
@@ -1027,21 +1025,8 @@ TEST_TIMEOUT(e2e_fanout_slow_host_does_not_starve_another, 60)
     fake hang, ok;
     start_receiver(&hang, dir, "hang");
     start_receiver(&ok, dir, "healthy");
-    keng_buf b;
-    ward_group_begin(&b, "g-slow", "auto", NULL, NULL);
-    for (int i = 1; i <= SLOW; i++) {
-        char id[16];
-        snprintf(id, sizeof id, "h-%03d", i);
-        ward_member_webhook(&b, id, hang.port, "/hang");
-    }
-    ward_group_end(&b, dir, "g-slow");
-    ward_group_begin(&b, "g-fast", "auto", NULL, NULL);
-    for (int i = 1; i <= FAST; i++) {
-        char id[16];
-        snprintf(id, sizeof id, "ok-%d", i);
-        ward_member_webhook(&b, id, ok.port, "/ok");
-    }
-    ward_group_end(&b, dir, "g-fast");
+    ward_webhook_group(dir, "g-slow", "h", SLOW, hang.port, "/hang");
+    ward_webhook_group(dir, "g-fast", "ok", FAST, ok.port, "/ok");
     char tmo[16];
     snprintf(tmo, sizeof tmo, "%d", TIMEOUT_MS);
     const char *extra[] = {"--fanout-timeout-ms",
@@ -1130,22 +1115,13 @@ TEST_TIMEOUT(e2e_fanout_healthy_receiver_gets_nothing_given_back, 90)
     ASSERT_NOT_NULL(mkdtemp(dir));
     fake ok;
     start_receiver(&ok, dir, "healthy");
-    keng_buf b;
     for (int g = 0; g < 6; g++) {
-        char gid[16], id[16];
+        char gid[16], prefix[16];
         snprintf(gid, sizeof gid, "g-t%d", g);
-        snprintf(id, sizeof id, "t-%d", g);
-        ward_group_begin(&b, gid, "auto", NULL, NULL);
-        ward_member_webhook(&b, id, ok.port, "/ok");
-        ward_group_end(&b, dir, gid);
+        snprintf(prefix, sizeof prefix, "t%d", g);
+        ward_webhook_group(dir, gid, prefix, 1, ok.port, "/ok");
     }
-    ward_group_begin(&b, "g-big", "auto", NULL, NULL);
-    for (int i = 0; i < BIG; i++) {
-        char id[16];
-        snprintf(id, sizeof id, "b-%04d", i);
-        ward_member_webhook(&b, id, ok.port, "/ok");
-    }
-    ward_group_end(&b, dir, "g-big");
+    ward_webhook_group(dir, "g-big", "b", BIG, ok.port, "/ok");
     kengd k;
     kengd_start(&k, dir, NULL);
     char id[64];
