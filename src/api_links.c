@@ -351,14 +351,11 @@ static int form_wants_html(keng_call *c)
     return is_form(c) && page_wants_html(c);
 }
 
-/* Characters (code points) of valid UTF-8: what a page's maxlength counts, and a person too
- * (a Vietnamese letter with its marks is two or three bytes). */
+/* Characters (code points): what a page's maxlength counts, and a person too (a Vietnamese
+ * letter with its marks is two or three bytes). */
 static size_t utf8_chars(const char *s)
 {
-    size_t n = 0;
-    for (; *s; s++)
-        n += ((unsigned char)*s & 0xC0) != 0x80;
-    return n;
+    return keng_tpl_utf8_len(s, strlen(s));
 }
 
 /* A text field a person typed: valid UTF-8 of at most max characters. */

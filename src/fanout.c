@@ -198,6 +198,12 @@ struct keng_fanout {
 
 static void pump(keng_fanout *f);
 static void fill(keng_fanout *f);
+
+/* Parked and waiting jobs are memory too: at this many, nothing more is claimed. */
+static int park_full(const keng_fanout *f)
+{
+    return f->parked + f->waiting >= 4 * f->cfg.max_inflight;
+}
 static void check_stop(keng_fanout *f);
 static void file_kick(keng_fanout *f);
 
@@ -218,14 +224,19 @@ static int64_t wall_now(void)
     return (int64_t)time(NULL);
 }
 
+/* Unix time in milliseconds (next_at is unix seconds; uv_now is the loop's own clock). */
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* The first whole second (next_at is in seconds) at least ms from now: a retry is never due
  * early (rounding "now + 1 s" down could make it due at once, a Retry-After too soon). */
 static int64_t due_after_ms(uint64_t ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t now_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-    return (int64_t)((now_ms + ms + 999) / 1000);
+    return (wall_ms() + (int64_t)ms + 999) / 1000;
 }
 
 static uint64_t rng_next(keng_fanout *f)
@@ -359,21 +370,29 @@ void keng_channel_judge_http(const keng_channel_response *resp, keng_channel_res
     snprintf(res->error, sizeof res->error, "HTTP %ld%s%.*s", s, n ? ": " : "", (int)n, resp->body);
 }
 
+/* Appends s[0, n) to out with every link placeholder replaced by link. */
+static int put_linked(keng_buf *out, const char *s, size_t n, const char *link)
+{
+    size_t pl = strlen(KENG_LINK_PLACEHOLDER);
+    const char *end = s + n;
+    int rc = 0;
+    while (rc == 0 && s < end) {
+        const char *hit = memmem(s, (size_t)(end - s), KENG_LINK_PLACEHOLDER, pl);
+        const char *stop = hit ? hit : end;
+        rc = keng_buf_append(out, s, (size_t)(stop - s));
+        if (rc == 0 && hit) rc = keng_buf_puts(out, link);
+        s = hit ? hit + pl : end;
+    }
+    return rc;
+}
+
 int keng_channel_text_with_link(const keng_channel_req *req, keng_buf *out)
 {
     /* A text rendered from templates holds the recipient's link where the wording wants it
      * (and the leader's note already): put the link there. */
-    const char *text = req->msg->text, *hit = strstr(text, KENG_LINK_PLACEHOLDER);
-    if (hit) {
-        int rc = 0;
-        while (hit && rc == 0) {
-            rc = keng_buf_append(out, text, (size_t)(hit - text));
-            if (rc == 0 && req->link_url) rc = keng_buf_puts(out, req->link_url);
-            text = hit + strlen(KENG_LINK_PLACEHOLDER);
-            hit = strstr(text, KENG_LINK_PLACEHOLDER);
-        }
-        return rc ? rc : keng_buf_puts(out, text);
-    }
+    const char *text = req->msg->text;
+    if (strstr(text, KENG_LINK_PLACEHOLDER))
+        return put_linked(out, text, strlen(text), req->link_url ? req->link_url : "");
     int rc = keng_buf_puts(out, req->msg->text);
     if (rc == 0 && req->msg->note && *req->msg->note)
         rc = keng_buf_printf(out, "\n\n%s", req->msg->note);
@@ -416,22 +435,6 @@ static int text_cut(const char *s, size_t max, int utf16, keng_buf *out)
 int keng_channel_utf8_cut(const char *s, size_t max_chars, keng_buf *out)
 {
     return text_cut(s, max_chars, 0, out);
-}
-
-/* Appends s[0, n) to out with every link placeholder replaced by link. */
-static int put_linked(keng_buf *out, const char *s, size_t n, const char *link)
-{
-    size_t pl = strlen(KENG_LINK_PLACEHOLDER);
-    const char *end = s + n;
-    int rc = 0;
-    while (rc == 0 && s < end) {
-        const char *hit = memmem(s, (size_t)(end - s), KENG_LINK_PLACEHOLDER, pl);
-        const char *stop = hit ? hit : end;
-        rc = keng_buf_append(out, s, (size_t)(stop - s));
-        if (rc == 0 && hit) rc = keng_buf_puts(out, link);
-        s = hit ? hit + pl : end;
-    }
-    return rc;
 }
 
 /* A text too long whose template placed the link: the words before the link's line are cut, and
@@ -996,13 +999,6 @@ static int host_park_max(const keng_fanout *f, const fo_host *h, uint64_t now)
     return n <= floor ? floor : n > INT_MAX ? INT_MAX : (int)n;
 }
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* When a row h cannot hold now is due again (unix seconds): not before its silence has lasted
  * as long again (1 s to 60 s: a receiver down for long is asked less and less often), and one
  * row per slot of its pace after the last one given back (1 / its rate; a hung one's at best:
@@ -1286,7 +1282,7 @@ static int job_superseded(keng_fanout *f, fo_job *j, char *why, size_t whylen)
     else
         snprintf(why, whylen, "not sent: revision %" PRId64 " of the alert replaced it",
                  m->alert_revision);
-    return 1;
+    return KENG_OUTBOX_SUPERSEDED_BY;
 }
 
 /* Checks a job the first time it comes up and finds its receiver; 0, or -1 when it was made dead,
@@ -1646,12 +1642,12 @@ static void fill(keng_fanout *f)
         start_job(f, j);
         if (f->queued > before) break; /* put back: file batch full */
     }
-    if (f->nres >= FO_FLUSH_ROWS || (!f->stopping && !f->dry && f->queued < f->cfg.max_inflight &&
-                                     f->parked + f->waiting < 4 * f->cfg.max_inflight))
+    if (f->nres >= FO_FLUSH_ROWS ||
+        (!f->stopping && !f->dry && f->queued < f->cfg.max_inflight && !park_full(f)))
         schedule_pump(f, 0);
     else if (f->nres)
         schedule_pump(f, FO_FLUSH_MS);
-    else if (!f->stopping && f->parked + f->waiting >= 4 * f->cfg.max_inflight)
+    else if (!f->stopping && park_full(f))
         schedule_pump(f, FO_STALL_MS); /* host_shed, should a receiver stall meanwhile */
 }
 
@@ -1914,10 +1910,7 @@ static void arm_retry(keng_fanout *f, int64_t now)
 {
     int64_t next = keng_outbox_next_due(f->st, now);
     if (next <= 0) return;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    int64_t now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    int64_t ms = next * 1000 - now_ms;
+    int64_t ms = next * 1000 - wall_ms();
     uv_timer_start(&f->retry_timer, on_retry_timer, ms > 0 ? (uint64_t)ms : 1, 0);
 }
 
@@ -2005,10 +1998,8 @@ static int flush_and_claim_timed(keng_fanout *f, int want)
 static void pump(keng_fanout *f)
 {
     int want = 0;
-    if (!f->stopping && f->parked + f->waiting >= 4 * f->cfg.max_inflight) host_shed(f);
-    /* Parked and waiting jobs are memory too: bounded. */
-    if (!f->stopping && !f->dry && f->queued < f->cfg.max_inflight &&
-        f->parked + f->waiting < 4 * f->cfg.max_inflight) {
+    if (!f->stopping && park_full(f)) host_shed(f);
+    if (!f->stopping && !f->dry && f->queued < f->cfg.max_inflight && !park_full(f)) {
         want = 2 * f->cfg.max_inflight - f->queued;
         if (want > FO_CLAIM_CHUNK) want = FO_CLAIM_CHUNK;
     }
